@@ -1,0 +1,271 @@
+"""The run config: validated data, unknown keys rejected, every problem reported at once.
+
+A config is a two-level table ``{section: {key: value}}``. Fixed sections (``train``, ``loss``,
+``export``, ``eval``) have a schema below. Component sections (``teacher``, ``student``,
+``splitter``, ``policy``, ``data``) hold ``name`` plus the component's options; those options are
+checked against the registered factory's keyword parameters, so a plugin's options are validated
+without building anything.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distillctl.errors import ConfigError, UnknownComponentError
+
+
+@dataclass(frozen=True)
+class Field:
+    type: type | tuple[type, ...]
+    default: Any = None
+    required: bool = False
+    choices: tuple[Any, ...] | None = None
+    help: str = ""
+
+
+# kind of the component section -> registry kind
+COMPONENT_SECTIONS: dict[str, str] = {
+    "teacher": "teacher",
+    "student": "student",
+    "splitter": "splitter",
+    "policy": "policy",
+    "data": "dataset",
+}
+
+# keys a component section has besides the factory's options
+COMPONENT_FIELDS: dict[str, dict[str, Field]] = {
+    "teacher": {
+        "name": Field(str, required=True, help="registered teacher"),
+        "weights": Field(str, None, help="path, local-dir:DIR, pretrained tag or 'random'"),
+    },
+    "student": {"name": Field(str, required=True, help="registered student builder")},
+    "splitter": {"name": Field(str, "auto", help="module splitter; auto = the teacher's")},
+    "policy": {
+        "name": Field(str, required=True, help="selection policy"),
+        "arms": Field(str, "single", choices=("single", "combinations", "all"), help="arm set"),
+    },
+    "data": {
+        "name": Field(str, required=True, help="data source"),
+        "workers": Field(int, 0, help="DataLoader worker processes"),
+    },
+}
+
+SCHEMA: dict[str, dict[str, Field]] = {
+    "train": {
+        "episodes": Field(int, 20, help="number of episodes"),
+        "episode_steps": Field(int, 10, help="optimizer steps per episode (T)"),
+        "batch_size": Field(int, 32),
+        "lr": Field(float, 5e-4),
+        "weight_decay": Field(float, 0.05),
+        "warmup_steps": Field(int, 10),
+        "min_lr_ratio": Field(float, 0.0, help="cosine floor as a fraction of lr"),
+        "grad_clip": Field(float, 1.0, help="max grad norm; 0 disables"),
+        "seed": Field(int, 0),
+        "device": Field(str, "auto", choices=("auto", "cpu", "cuda")),
+        "precision": Field(str, "fp32", choices=("fp32", "bf16")),
+        "probe_batches": Field(int, 2, help="held-out batches for the probe loss (rewards)"),
+        "probe_batch_size": Field(int, 0, help="0 = batch_size"),
+        "checkpoint_every": Field(int, 0, help="episodes between checkpoints; 0 = only at the end"),
+        "threads": Field(int, 0, help="torch CPU threads; 0 = torch default"),
+    },
+    "loss": {
+        "w_task": Field(float, 1.0, help="weight of CoCa's own contrastive + caption loss"),
+        "w_kd": Field(float, 1.0, help="weight of logit KD (caption KL + contrastive KL)"),
+        "w_lw": Field(float, 1.0, help="weight of the layerwise hidden-state loss"),
+        "temperature": Field(float, 2.0, help="KD temperature"),
+        "caption_weight": Field(float, 2.0, help="task: captioning loss weight (open_clip default)"),
+        "clip_weight": Field(float, 1.0, help="task: contrastive loss weight"),
+        "contrastive_kd_weight": Field(float, 1.0, help="share of logit KD on the similarity matrix"),
+        "normalize_layers": Field(bool, True, help="divide each layer's MSE by the teacher state's mean square"),
+        "reward_loss": Field(str, "total", choices=("total", "layerwise", "task"), help="probe loss used for rewards"),
+    },
+    "eval": {
+        "evaluators": Field(list, ["retrieval"], help="evaluators run at the end of distill"),
+        "split": Field(str, "test"),
+        "samples": Field(int, 1000),
+        "teacher": Field(bool, True, help="also evaluate the teacher, side by side"),
+    },
+    "export": {
+        "dtype": Field(str, "fp32", choices=("fp32", "bf16", "fp16")),
+    },
+}
+
+
+def default_config() -> dict[str, dict[str, Any]]:
+    cfg: dict[str, dict[str, Any]] = {}
+    for section, fields in {**COMPONENT_FIELDS, **SCHEMA}.items():
+        cfg[section] = {k: copy.deepcopy(f.default) for k, f in fields.items() if not f.required}
+    return cfg
+
+
+def _type_name(t: type | tuple[type, ...]) -> str:
+    if isinstance(t, tuple):
+        return " or ".join(x.__name__ for x in t)
+    return {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "list": "list"}.get(t.__name__, t.__name__)
+
+
+def _check_type(value: Any, f: Field) -> Any:
+    """Return the coerced value or raise ValueError with a message."""
+    if value is None:
+        if f.required:
+            raise ValueError("required value missing")
+        return None
+    if f.type is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if f.type is int and isinstance(value, bool):
+        raise ValueError(f"expected {_type_name(f.type)}, got {value!r}")
+    if not isinstance(value, f.type):
+        raise ValueError(f"expected {_type_name(f.type)}, got {type(value).__name__} {value!r}")
+    if f.choices is not None and value not in f.choices:
+        raise ValueError(f"expected one of {', '.join(map(str, f.choices))}, got {value!r}")
+    return value
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def parse_value(raw: str) -> Any:
+    """``--set`` values: TOML literal if it parses (1, 0.5, true, "x", [..]), else the raw string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings. Bad syntax is reported all at once."""
+    cfg = copy.deepcopy(cfg)
+    problems = []
+    for item in overrides:
+        if "=" not in item:
+            problems.append(f"--set {item!r}: expected section.key=value")
+            continue
+        path, raw = item.split("=", 1)
+        parts = path.strip().split(".")
+        if len(parts) < 2 or not all(parts):
+            problems.append(f"--set {item!r}: expected section.key=value, e.g. train.lr=1e-4")
+            continue
+        node = cfg
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                problems.append(f"--set {item!r}: {p} is not a table")
+                break
+        else:
+            node[parts[-1]] = parse_value(raw.strip())
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def validate(cfg: dict[str, Any], *, source: str | None = None, check_components: bool = True) -> dict[str, Any]:
+    """Validate and fill defaults. Raises ConfigError listing every problem at once."""
+    problems: list[str] = []
+    out = default_config()
+    known = {**COMPONENT_FIELDS, **SCHEMA}
+    for section, table in cfg.items():
+        if section not in known:
+            problems.append(f"{section}: unknown section (valid: {', '.join(sorted(known))})")
+            continue
+        if not isinstance(table, dict):
+            problems.append(f"{section}: expected a table, got {type(table).__name__}")
+            continue
+        out[section].update(table)
+
+    registries = None
+    if check_components:
+        from distillctl.plugins import get_plugins
+
+        registries = get_plugins().registries
+
+    for section, fields in known.items():
+        if section not in out:
+            continue
+        table = out[section]
+        for key, f in fields.items():
+            try:
+                table[key] = _check_type(table.get(key), f)
+            except ValueError as exc:
+                problems.append(f"{section}.{key}: {exc}")
+        extra = [k for k in table if k not in fields]
+        if section in SCHEMA:
+            for k in extra:
+                problems.append(f"{section}.{k}: unknown key (valid: {', '.join(sorted(fields))})")
+            continue
+        # component section: check the name and the factory's options
+        name = table.get("name")
+        if registries is None or not isinstance(name, str) or (section == "splitter" and name == "auto"):
+            continue
+        try:
+            entry = registries[COMPONENT_SECTIONS[section]].get(name)
+        except UnknownComponentError as exc:
+            problems.append(f"{section}.name: {exc}")
+            continue
+        options = entry.options()
+        if options is None:
+            continue
+        reserved = {"weights", "device", "teacher", "splitter", "arms", "seed", "split", "variant"}
+        for k in extra:
+            if k not in options or k in reserved:
+                valid = sorted(set(options) - reserved)
+                problems.append(
+                    f"{section}.{k}: unknown option for {entry.kind} {name!r} (valid: {', '.join(valid) or 'none'})"
+                )
+    for section in ("train", "eval"):
+        for key in ("episodes", "episode_steps", "batch_size", "probe_batches", "samples"):
+            v = out.get(section, {}).get(key)
+            if key in SCHEMA[section] and isinstance(v, int) and v < 1:
+                problems.append(f"{section}.{key}: must be at least 1, got {v}")
+    if problems:
+        raise ConfigError(problems, source=source)
+    return out
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read {path}: {exc.strerror}"]) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML ({exc})"], source=str(path)) from None
+
+
+def dumps_toml(cfg: dict[str, Any]) -> str:
+    """Write a two-level config as TOML (no dependency: values are str/int/float/bool/list)."""
+
+    def lit(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(lit(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{json.dumps(k)} = {lit(x)}" for k, x in v.items()) + " }"
+        raise TypeError(type(v))
+
+    lines: list[str] = []
+    for section, table in cfg.items():
+        lines.append(f"[{section}]")
+        for k, v in table.items():
+            if v is None:
+                continue
+            lines.append(f"{k} = {lit(v)}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,184 @@
+"""The plugin manager: built-ins (``DEFAULT_PLUGINS``) and entry points, one set of hooks.
+
+``get_registries()`` loads every plugin once and fills one :class:`Registry` per kind. A plugin that
+fails to import or raises inside a hook is recorded in ``broken()`` (one line naming the plugin and
+the error) and the rest keeps working. ``DISTILLCTL_DISABLE_PLUGINS=a,b`` blocks plugins by name
+(entry-point name or distribution name).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from distillctl import hookspecs
+from distillctl.errors import DistillctlError, PluginError
+from distillctl.registry import Provenance, Registry
+
+ENTRY_POINT_GROUP = "distillctl"
+
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "distillctl.default_plugins.teachers",
+    "distillctl.default_plugins.students",
+    "distillctl.default_plugins.splitters",
+    "distillctl.default_plugins.policies",
+    "distillctl.default_plugins.datasets",
+    "distillctl.default_plugins.evaluators",
+)
+
+# hook name -> registry kind (singular, used in messages and the plugins table)
+KINDS: dict[str, str] = {
+    "register_teachers": "teacher",
+    "register_students": "student",
+    "register_splitters": "splitter",
+    "register_policies": "policy",
+    "register_datasets": "dataset",
+    "register_evaluators": "evaluator",
+}
+
+
+@dataclass
+class BrokenPlugin:
+    name: str
+    distribution: str
+    error: str
+
+    def line(self) -> str:
+        return f"plugin {self.name!r} ({self.distribution}) is broken: {self.error}"
+
+
+@dataclass
+class Plugins:
+    """Everything loaded: the pluggy manager, one registry per kind, and the broken plugins."""
+
+    pm: pluggy.PluginManager
+    registries: dict[str, Registry[Any]] = field(default_factory=dict)
+    broken: list[BrokenPlugin] = field(default_factory=list)
+    provenance: dict[str, Provenance] = field(default_factory=dict)  # pluggy name -> provenance
+
+    def registry(self, kind: str) -> Registry[Any]:
+        return self.registries[kind]
+
+
+def disabled_plugins() -> set[str]:
+    raw = os.environ.get("DISTILLCTL_DISABLE_PLUGINS", "")
+    return {p.strip() for p in raw.split(",") if p.strip()}
+
+
+def _version() -> str:
+    from distillctl import __version__
+
+    return __version__
+
+
+def _one_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}" if not isinstance(exc, DistillctlError) else str(exc)
+    return " ".join(text.split())
+
+
+def load_plugins(*, include_entry_points: bool = True, extra: tuple[Any, ...] = ()) -> Plugins:
+    """Build a fresh plugin manager and fill the registries.
+
+    ``include_entry_points=False`` loads only the built-ins (tests use it so that whatever
+    happens to be installed cannot change their outcome); ``extra`` adds plugin objects.
+    """
+    pm = pluggy.PluginManager("distillctl")
+    pm.add_hookspecs(hookspecs)
+    plugins = Plugins(pm)
+    blocked = disabled_plugins()
+    builtin = Provenance("distillctl", "distillctl", _version())
+
+    for modname in DEFAULT_PLUGINS:
+        short = modname.rsplit(".", 1)[-1]
+        if modname in blocked or f"distillctl.{short}" in blocked:
+            continue
+        try:
+            mod = importlib.import_module(modname)
+            pm.register(mod, name=modname)
+            plugins.provenance[modname] = builtin
+        except Exception as exc:  # a built-in that fails is reported, never fatal
+            plugins.broken.append(BrokenPlugin(modname, "distillctl", _one_line(exc)))
+
+    if include_entry_points:
+        for ep in md.entry_points(group=ENTRY_POINT_GROUP):
+            dist = ep.dist.name if ep.dist is not None else "?"
+            ver = ep.dist.version if ep.dist is not None else "?"
+            if ep.name in blocked or dist in blocked:
+                continue
+            if pm.has_plugin(ep.name):
+                continue
+            try:
+                obj = ep.load()
+                pm.register(obj, name=ep.name)
+                plugins.provenance[ep.name] = Provenance(ep.name, dist, ver)
+            except Exception as exc:
+                plugins.broken.append(BrokenPlugin(ep.name, dist, _one_line(exc)))
+
+    for i, obj in enumerate(extra):
+        name = getattr(obj, "__name__", None) or f"extra-{i}"
+        pm.register(obj, name=name)
+        plugins.provenance[name] = Provenance(name, getattr(obj, "distribution", name), getattr(obj, "version", "0"))
+
+    try:
+        pm.check_pending()  # a misspelt hookimpl fails loudly (pluggy habit)
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"a plugin implements an unknown hook: {_one_line(exc)}") from None
+
+    for hook_name, kind in KINDS.items():
+        registry: Registry[Any] = Registry(kind)
+        plugins.registries[kind] = registry
+        hook = getattr(pm.hook, hook_name)
+        for impl in reversed(hook.get_hookimpls()):  # registration order, built-ins first
+            prov = plugins.provenance.get(impl.plugin_name, Provenance(impl.plugin_name, impl.plugin_name, "?"))
+
+            def register(name: str, factory: Any, *, aliases: Any = (), summary: str | None = None, _p: Provenance = prov) -> None:
+                registry.register(name, factory, aliases=tuple(aliases), summary=summary, provenance=_p)
+
+            try:
+                impl.function(register=register)
+            except DistillctlError as exc:
+                if "duplicate" in str(exc):
+                    raise
+                plugins.broken.append(BrokenPlugin(impl.plugin_name, prov.distribution, _one_line(exc)))
+            except Exception as exc:
+                plugins.broken.append(BrokenPlugin(impl.plugin_name, prov.distribution, _one_line(exc)))
+    return plugins
+
+
+_CACHE: Plugins | None = None
+
+
+def get_plugins() -> Plugins:
+    """The process-wide plugins (loaded on first use)."""
+    global _CACHE
+    if _CACHE is None:
+        _CACHE = load_plugins()
+    return _CACHE
+
+
+def reset_plugins(plugins: Plugins | None = None) -> None:
+    """Drop (or replace) the cached plugins; tests use it."""
+    global _CACHE
+    _CACHE = plugins
+
+
+def registry(kind: str) -> Registry[Any]:
+    return get_plugins().registry(kind)
+
+
+def call_observers(hook_name: str, **kwargs: Any) -> None:
+    """Call an observer hook; an observer that raises is reported, never fatal to the run."""
+    pm = get_plugins().pm
+    hook = getattr(pm.hook, hook_name)
+    for impl in hook.get_hookimpls():
+        try:
+            impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
+        except Exception as exc:  # noqa: BLE001 - an observer must not kill a run
+            import sys
+
+            print(f"warning: plugin {impl.plugin_name!r} failed in {hook_name}: {_one_line(exc)}", file=sys.stderr)
