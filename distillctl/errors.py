@@ -46,6 +46,7 @@ class ConfigError(DistillctlError):
 
     def __init__(self, problems: list[str], *, source: str | None = None) -> None:
         self.problems = list(problems)
+        self.source = source
         where = f"{source}: " if source else ""
         super().__init__(f"{where}invalid config: " + "; ".join(self.problems))
 

@@ -17,7 +17,7 @@ from typing import Any
 import pluggy
 
 from distillctl import hookspecs
-from distillctl.errors import DistillctlError, PluginError
+from distillctl.errors import DistillctlError, DuplicateComponentError, PluginError
 from distillctl.registry import Provenance, Registry
 
 ENTRY_POINT_GROUP = "distillctl"
@@ -121,8 +121,11 @@ def load_plugins(*, include_entry_points: bool = True, extra: tuple[Any, ...] = 
 
     for i, obj in enumerate(extra):
         name = getattr(obj, "__name__", None) or f"extra-{i}"
+        dist = getattr(obj, "distribution", name)
+        if name in blocked or dist in blocked:
+            continue
         pm.register(obj, name=name)
-        plugins.provenance[name] = Provenance(name, getattr(obj, "distribution", name), getattr(obj, "version", "0"))
+        plugins.provenance[name] = Provenance(name, dist, getattr(obj, "version", "0"))
 
     try:
         pm.check_pending()  # a misspelt hookimpl fails loudly (pluggy habit)
@@ -136,15 +139,21 @@ def load_plugins(*, include_entry_points: bool = True, extra: tuple[Any, ...] = 
         for impl in reversed(hook.get_hookimpls()):  # registration order, built-ins first
             prov = plugins.provenance.get(impl.plugin_name, Provenance(impl.plugin_name, impl.plugin_name, "?"))
 
-            def register(name: str, factory: Any, *, aliases: Any = (), summary: str | None = None, _p: Provenance = prov) -> None:
-                registry.register(name, factory, aliases=tuple(aliases), summary=summary, provenance=_p)
+            def register(
+                name: str,
+                factory: Any,
+                *,
+                aliases: Any = (),
+                summary: str | None = None,
+                _p: Provenance = prov,
+                _r: Registry[Any] = registry,
+            ) -> None:
+                _r.register(name, factory, aliases=tuple(aliases), summary=summary, provenance=_p)
 
             try:
                 impl.function(register=register)
-            except DistillctlError as exc:
-                if "duplicate" in str(exc):
-                    raise
-                plugins.broken.append(BrokenPlugin(impl.plugin_name, prov.distribution, _one_line(exc)))
+            except DuplicateComponentError:
+                raise  # two plugins claim one name: fatal, the message names both
             except Exception as exc:
                 plugins.broken.append(BrokenPlugin(impl.plugin_name, prov.distribution, _one_line(exc)))
     return plugins
