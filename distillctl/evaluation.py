@@ -1,0 +1,172 @@
+"""Evaluation primitives shared by the evaluators, the quickstart training script and ``distill``.
+
+* retrieval R@1 within consecutive groups (the FEASIBILITY protocol: 1,000 images as 10 groups of
+  100; chance 0.01), image->text and text->image, plus a "text-match" variant that also counts a
+  retrieved caption identical to the truth;
+* teacher-forced next-token accuracy on non-pad labels;
+* our own greedy caption decoder (open_clip's ``generate()`` needs an old ``transformers``): image
+  features are computed once and the text tower + decoder re-run on the growing prefix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class Encoded:
+    image_features: torch.Tensor  # [N, E] L2-normalised
+    text_features: torch.Tensor  # [N, E] L2-normalised
+    correct_tokens: int
+    total_tokens: int
+    captions: list[str]
+
+
+def collect(dataset: Any, indices: Sequence[int], transform: Callable[..., torch.Tensor], tokenizer: Any) -> tuple[
+    torch.Tensor, torch.Tensor, list[str]
+]:
+    """Images ``[N,3,H,W]``, token ids ``[N,L]`` and captions of ``dataset[indices]``."""
+    samples = [dataset[i] for i in indices]
+    images = torch.stack([transform(s.image) for s in samples])
+    captions = [s.caption for s in samples]
+    return images, tokenizer(captions), captions
+
+
+@torch.no_grad()
+def encode(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    texts: torch.Tensor,
+    *,
+    batch_size: int = 250,
+    device: str | torch.device = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+) -> Encoded:
+    """One forward per batch: features for retrieval and teacher-forced token accuracy."""
+    was_training = model.training
+    model.eval()
+    dev = torch.device(device)
+    img_f, txt_f, correct, total = [], [], 0, 0
+    for i in range(0, len(images), batch_size):
+        im = images[i : i + batch_size].to(dev)
+        tx = texts[i : i + batch_size].to(dev)
+        with torch.autocast(dev.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+            out = model(im, tx)
+        img_f.append(F.normalize(out["image_features"].float(), dim=-1).cpu())
+        txt_f.append(F.normalize(out["text_features"].float(), dim=-1).cpu())
+        labels = out["labels"]  # [B, L-1]
+        valid = labels != 0
+        pred = out["logits"].argmax(-1)
+        correct += int(((pred == labels) & valid).sum())
+        total += int(valid.sum())
+    model.train(was_training)
+    return Encoded(torch.cat(img_f), torch.cat(txt_f), correct, total, [])
+
+
+def retrieval_r1(
+    image_features: torch.Tensor, text_features: torch.Tensor, captions: Sequence[str] | None = None, group: int = 100
+) -> dict[str, float]:
+    """R@1 within consecutive groups of ``group`` items (image i's caption is text i)."""
+    n = (len(image_features) // group) * group
+    if n == 0:
+        group = n = len(image_features)
+    i2t = t2i = i2t_match = 0
+    for g in range(0, n, group):
+        sim = image_features[g : g + group] @ text_features[g : g + group].T  # [G, G]
+        target = torch.arange(sim.shape[0])
+        best_t = sim.argmax(1)
+        i2t += int((best_t == target).sum())
+        t2i += int((sim.argmax(0) == target).sum())
+        if captions is not None:
+            caps = captions[g : g + group]
+            i2t_match += sum(caps[int(j)] == caps[k] for k, j in enumerate(best_t))
+    out = {"i2t_r1": i2t / n, "t2i_r1": t2i / n}
+    if captions is not None:
+        out["i2t_r1_textmatch"] = i2t_match / n
+    return out
+
+
+@torch.no_grad()
+def greedy_captions(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    *,
+    sot: int,
+    eot: int,
+    max_len: int,
+    min_len: int = 2,
+    batch_size: int = 250,
+    device: str | torch.device = "cpu",
+) -> list[list[int]]:
+    """Greedy decoding with open_clip's CoCa forward; returns token ids after <sot> up to <eot>."""
+    was_training = model.training
+    model.eval()
+    dev = torch.device(device)
+    results: list[list[int]] = []
+    for i in range(0, len(images), batch_size):
+        im = images[i : i + batch_size].to(dev)
+        latent, embs = model._encode_image(im)  # image features once, reused at every step
+        out = torch.full((im.shape[0], 1), sot, dtype=torch.long, device=dev)
+        done = torch.zeros(im.shape[0], dtype=torch.bool, device=dev)
+        for _ in range(max_len - 1):
+            logits = model(im, out, image_latent=latent, image_embs=embs, output_labels=False)["logits"][:, -1]
+            if out.shape[1] < min_len:
+                logits[:, eot] = -float("inf")
+            nxt = logits.argmax(-1)
+            nxt = torch.where(done, torch.zeros_like(nxt), nxt)  # pad after <eot>
+            out = torch.cat([out, nxt[:, None]], 1)
+            done |= nxt == eot
+            if bool(done.all()):
+                break
+        for row in out[:, 1:].tolist():
+            ids = []
+            for t in row:
+                if t == eot or t == 0:
+                    break
+                ids.append(t)
+            results.append(ids)
+    model.train(was_training)
+    return results
+
+
+def caption_scores(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
+    """Exact match and position-wise word accuracy (divided by the longer length)."""
+    exact = sum(r == h for r, h in zip(references, hypotheses))
+    word = 0.0
+    for r, h in zip(references, hypotheses):
+        rw, hw = r.split(), h.split()
+        word += sum(a == b for a, b in zip(rw, hw)) / max(len(rw), len(hw), 1)
+    n = max(len(references), 1)
+    return {"caption_exact": exact / n, "caption_word_acc": word / n}
+
+
+def full_eval(
+    model: torch.nn.Module,
+    dataset: Any,
+    transform: Callable[..., torch.Tensor],
+    tokenizer: Any,
+    *,
+    samples: int = 1000,
+    captions: int = 0,
+    device: str | torch.device = "cpu",
+) -> dict[str, float]:
+    """Retrieval R@1 (groups of 100), teacher-forced token accuracy, and greedy captions on the
+    first ``captions`` samples (0 = skip decoding)."""
+    n = min(samples, len(dataset))
+    images, texts, caps = collect(dataset, range(n), transform, tokenizer)
+    enc = encode(model, images, texts, device=device)
+    out = retrieval_r1(enc.image_features, enc.text_features, caps)
+    out["tf_token_acc"] = enc.correct_tokens / max(enc.total_tokens, 1)
+    if captions:
+        ids = greedy_captions(
+            model, images[:captions], sot=tokenizer.sot_token_id, eot=tokenizer.eot_token_id,
+            max_len=tokenizer.context_length, device=device,
+        )
+        hyps = [tokenizer.decode(x) for x in ids]
+        out.update(caption_scores(caps[:captions], hyps))
+    return out

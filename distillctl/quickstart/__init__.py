@@ -1,0 +1,220 @@
+"""The bundled ``quickstart`` teacher: a tiny open_clip CoCa trained by this project on ``shapes``.
+
+It is a real ``open_clip.CoCa`` (vision 6x128 patch 8 at 64 px, text 4 and decoder 4+4 layers at
+width 128, 3.72M parameters) with a 32-entry word vocabulary of its own. The weights ship as fp16
+safetensors inside the package (``teacher.safetensors``); ``distillctl.quickstart.train`` is the
+script that made them (its docstring has the command, seed and expected numbers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from distillctl.errors import WeightsError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from PIL import Image
+
+    from distillctl.interfaces import Teacher
+
+WEIGHTS_FILE = Path(__file__).with_name("teacher.safetensors")
+
+CONTEXT_LENGTH = 18  # <sot> + at most 16 words + <eot>
+VOCAB_SIZE = 32
+SPECIALS = ("<pad>", "<sot>", "<eot>", "<unk>")
+
+
+def model_config() -> dict[str, Any]:
+    """The open_clip model config of the quickstart teacher."""
+    return {
+        "embed_dim": 128,
+        "vision_cfg": {
+            "image_size": 64,
+            "patch_size": 8,
+            "layers": 6,
+            "width": 128,
+            "head_width": 32,
+            "attentional_pool": True,
+            "attn_pooler_queries": 32,
+            "attn_pooler_heads": 4,
+            "output_tokens": True,
+        },
+        "text_cfg": {
+            "context_length": CONTEXT_LENGTH,
+            "vocab_size": VOCAB_SIZE,
+            "width": 128,
+            "heads": 4,
+            "layers": 4,
+            "embed_cls": True,
+            "output_tokens": True,
+        },
+        "multimodal_cfg": {"context_length": CONTEXT_LENGTH, "vocab_size": VOCAB_SIZE, "width": 128, "heads": 4, "layers": 4},
+    }
+
+
+# (x - 0.5) / 0.25 per channel; the transform below and open_clip_config.json agree on it
+PREPROCESS_CONFIG: dict[str, Any] = {
+    "size": 64,
+    "mode": "RGB",
+    "mean": [0.5, 0.5, 0.5],
+    "std": [0.25, 0.25, 0.25],
+    "interpolation": "bicubic",
+    "resize_mode": "shortest",
+    "fill_color": 0,
+}
+
+
+class WordTokenizer:
+    """Word-level tokenizer: ``<pad>``=0, ``<sot>``=1, ``<eot>``=2, ``<unk>``=3, then the words.
+
+    Callable like open_clip's tokenizers: a list of captions in, a ``[B, context_length]`` long
+    tensor out (pad id 0, so open_clip's CoCa masks and ``CoCaLoss(pad_id=0)`` work unchanged).
+    """
+
+    def __init__(self, words: Sequence[str], context_length: int = CONTEXT_LENGTH, vocab_size: int = VOCAB_SIZE) -> None:
+        self.itos = [*SPECIALS, *words]
+        if len(self.itos) > vocab_size:
+            raise ValueError(f"{len(self.itos)} symbols do not fit vocab_size {vocab_size}")
+        self.stoi = {w: i for i, w in enumerate(self.itos)}
+        self.context_length = context_length
+        self.vocab_size = vocab_size
+        self.pad_token_id, self.sot_token_id, self.eot_token_id, self.unk_token_id = 0, 1, 2, 3
+
+    def encode(self, text: str) -> list[int]:
+        words = text.lower().replace(",", " ").replace(".", " ").split()
+        ids = [self.stoi.get(w, self.unk_token_id) for w in words][: self.context_length - 2]
+        return [self.sot_token_id, *ids, self.eot_token_id]
+
+    def __call__(self, texts: str | Sequence[str]) -> torch.Tensor:
+        import torch
+
+        if isinstance(texts, str):
+            texts = [texts]
+        out = torch.zeros(len(texts), self.context_length, dtype=torch.long)
+        for i, t in enumerate(texts):
+            ids = self.encode(t)
+            out[i, : len(ids)] = torch.tensor(ids)
+        return out
+
+    def decode(self, ids: Sequence[int]) -> str:
+        words = []
+        for i in ids:
+            i = int(i)
+            if i == self.eot_token_id:
+                break
+            if i in (self.pad_token_id, self.sot_token_id):
+                continue
+            words.append(self.itos[i] if i < len(self.itos) else "<unk>")
+        return " ".join(words)
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "words", "words": self.itos[len(SPECIALS) :], "context_length": self.context_length,
+                "vocab_size": self.vocab_size}
+
+
+def tokenizer() -> WordTokenizer:
+    from distillctl.data.shapes import VOCAB_WORDS
+
+    return WordTokenizer(VOCAB_WORDS)
+
+
+class ImageTransform:
+    """PIL image -> normalised ``[3, S, S]`` float tensor (resize only when the size differs).
+
+    A plain function of the pixels, picklable for DataLoader workers; equivalent to open_clip's eval
+    transform for square inputs already at ``size``.
+    """
+
+    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.size, self.mean, self.std = size, tuple(mean), tuple(std)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        import numpy as np
+        import torch
+        from PIL import Image as PILImage
+
+        image = image.convert("RGB")
+        if image.size != (self.size, self.size):
+            image = image.resize((self.size, self.size), PILImage.BICUBIC)
+        x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
+        mean = torch.tensor(self.mean).view(3, 1, 1)
+        std = torch.tensor(self.std).view(3, 1, 1)
+        return (x - mean) / std
+
+
+def transform() -> ImageTransform:
+    return ImageTransform(PREPROCESS_CONFIG["size"], PREPROCESS_CONFIG["mean"], PREPROCESS_CONFIG["std"])
+
+
+def build_model(cfg: dict[str, Any] | None = None, *, init: bool = True) -> torch.nn.Module:
+    """A fresh open_clip CoCa from the config, decoder vocab projection initialised."""
+    import open_clip
+    import torch
+
+    model = open_clip.CoCa(**(cfg or model_config()))
+    if init:  # open_clip leaves it torch.empty (OPEN_CLIP.md §9.1)
+        with torch.no_grad():
+            torch.nn.init.normal_(model.text_decoder.text_projection, std=model.text_decoder.width**-0.5)
+    return model
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_quickstart_teacher(weights: str | None = None, device: str = "cpu") -> Teacher:
+    """Bundled tiny CoCa trained on shapes (3.7M params, offline)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from distillctl.interfaces import Teacher
+
+    path = WEIGHTS_FILE if weights in (None, "", "bundled") else Path(weights)
+    model = build_model(init=weights == "random")
+    if weights == "random":
+        what, digest = "random", "random"
+    else:
+        if not path.is_file():
+            if path == WEIGHTS_FILE:
+                raise WeightsError(
+                    f"the bundled quickstart weights are missing ({path}); reinstall distillctl or train them with "
+                    "'python -m distillctl.quickstart.train'."
+                )
+            raise WeightsError(f"teacher weights file not found: {path} (check --teacher-weights).")
+        try:
+            state = load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
+            raise WeightsError(f"cannot read {path} as safetensors ({exc}); pass a .safetensors file.") from None
+        state = {k: v.float() for k, v in state.items()}
+        result = model.load_state_dict(state, strict=False)
+        bad = list(result.missing_keys) + list(result.unexpected_keys)
+        if bad:
+            raise WeightsError(f"{path} does not fit the quickstart architecture (first keys: {', '.join(bad[:3])}).")
+        what, digest = ("bundled" if path == WEIGHTS_FILE else str(path)), file_sha256(path)
+    model = model.to(device).eval().requires_grad_(False)
+    tok = tokenizer()
+    return Teacher(
+        name="quickstart",
+        model=model,
+        tokenizer=tok,
+        transform=transform(),
+        model_config=model_config(),
+        preprocess_config=dict(PREPROCESS_CONFIG),
+        weights=what,
+        weights_hash=digest,
+        splitter="coca",
+        tokenizer_config=tok.config(),
+    )
+
+
+def metadata_json() -> str:
+    return json.dumps({"model_cfg": model_config(), "preprocess_cfg": PREPROCESS_CONFIG})
