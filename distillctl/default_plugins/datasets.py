@@ -1,10 +1,99 @@
-"""Built-in datasets (registered through the same hook as any third-party plugin)."""
+"""Built-in datasets (registered through the same hook as any third-party plugin).
+
+Factories take explicit keyword options (config validation reads them); the engine passes
+``split``. The data modules are imported inside the factories so that listing plugins stays fast.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from distillctl.errors import DataError
 from distillctl.hookspecs import Register, hookimpl
+
+
+def _required(value: Any, key: str, source: str, what: str) -> Any:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise DataError(f"data.{key} is required for the {source} source (--set data.{key}={what}).")
+    return value
+
+
+def shapes(*, split: str = "train", image_size: int = 64, seed: int = 0, length: int = 0) -> Any:
+    """Procedural coloured shapes with compositional captions: offline, no download (splits train, val, test, hard)."""
+    from distillctl.data.shapes import ShapesDataset
+
+    return ShapesDataset(split=split, image_size=image_size, seed=seed, length=length or None)
+
+
+def csv(
+    *,
+    split: str = "train",
+    path: str | None = None,
+    image_column: str = "filepath",
+    caption_column: str = "title",
+    label_column: str | None = None,
+    separator: str = "auto",
+    val_fraction: float = 0.05,
+    test_fraction: float = 0.05,
+) -> Any:
+    """CSV or TSV of image paths and captions (open_clip layout: filepath, title; relative paths)."""
+    from distillctl.data.files import CsvDataset
+
+    return CsvDataset(
+        _required(path, "path", "csv", "FILE"),
+        image_column=image_column,
+        caption_column=caption_column,
+        label_column=label_column,
+        separator=separator,
+        split=split,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+    )
+
+
+def coco(
+    *,
+    split: str = "train",
+    path: str | None = None,
+    images: str | None = None,
+    val_fraction: float = 0.05,
+    test_fraction: float = 0.05,
+) -> Any:
+    """COCO captions file (captions_*.json); every caption of an image is kept for evaluation."""
+    from distillctl.data.files import CocoDataset
+
+    return CocoDataset(
+        _required(path, "path", "coco", "captions_val2017.json"),
+        images=images,
+        split=split,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+    )
+
+
+def folder(
+    *,
+    split: str = "train",
+    path: str | None = None,
+    recursive: bool = True,
+    val_fraction: float = 0.05,
+    test_fraction: float = 0.05,
+) -> Any:
+    """Folder of images with same-name .txt captions; subfolder names become labels."""
+    from distillctl.data.files import FolderDataset
+
+    return FolderDataset(
+        _required(path, "path", "folder", "DIR"),
+        split=split,
+        recursive=recursive,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+    )
 
 
 @hookimpl
 def register_datasets(register: Register) -> None:
-    pass
+    register("shapes", shapes)
+    register("csv", csv, aliases=("tsv",))
+    register("coco", coco)
+    register("folder", folder)

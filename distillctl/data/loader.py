@@ -1,0 +1,269 @@
+"""The batch loader: a deterministic, resumable index stream, a DataLoader that skips bad items,
+a counter of what was skipped, and the checks that run before any model is built.
+
+A batch may hold fewer than ``batch_size`` images (even none) when items were skipped: the loader
+never substitutes other items, so step ``s`` always reads the same indices, which is what makes a
+resumed run see the same data as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from distillctl.data import SkipItem
+from distillctl.errors import DataError
+from distillctl.interfaces import Dataset, Tokenizer
+
+
+# --------------------------------------------------------------------------- batch
+@dataclass
+class Batch:
+    """What the loader yields for one step."""
+
+    images: torch.Tensor  # [B, 3, H, W] float
+    text: torch.Tensor  # [B, L] long, tokenized captions
+    captions: list[str]
+    labels: list[str | None]
+    indices: list[int]  # dataset indices of the B good items
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (index, reason) of dropped items
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def to(self, device: torch.device | str, *, non_blocking: bool = False) -> Batch:
+        """The same batch with its tensors on ``device`` (use non_blocking with pinned memory)."""
+        return Batch(
+            self.images.to(device, non_blocking=non_blocking),
+            self.text.to(device, non_blocking=non_blocking),
+            self.captions,
+            self.labels,
+            self.indices,
+            self.skipped,
+        )
+
+    def pin_memory(self) -> Batch:  # called by DataLoader(pin_memory=True)
+        return Batch(
+            self.images.pin_memory(), self.text.pin_memory(), self.captions, self.labels, self.indices, self.skipped
+        )
+
+
+# --------------------------------------------------------------------------- sampler
+class BatchSampler:
+    """A deterministic stream of index batches, resumable at any step.
+
+    The stream is the concatenation of per-epoch orders: epoch ``e`` is a permutation of
+    ``range(n)`` drawn from ``numpy.random.default_rng([seed, e])`` (or ``range(n)`` itself when
+    ``shuffle=False``). Step ``s`` holds stream positions ``[s * batch_size, (s + 1) * batch_size)``,
+    so batches run across epoch boundaries and every batch has exactly ``batch_size`` indices.
+
+    ``start_step`` is the first step yielded; ``steps`` is the step the stream ends at (exclusive,
+    counted from step 0, so a resumed sampler with the same ``steps`` yields exactly the tail of the
+    uninterrupted one); None = endless.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        seed: int,
+        shuffle: bool = True,
+        start_step: int = 0,
+        steps: int | None = None,
+    ) -> None:
+        if n < 1:
+            raise DataError("cannot sample batches from a data source with no items.")
+        if batch_size < 1:
+            raise DataError(f"batch size must be at least 1, got {batch_size} (--batch-size).")
+        if start_step < 0:
+            raise DataError(f"start step must be at least 0, got {start_step}.")
+        self.n = n
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.start_step = start_step
+        self.steps = steps
+        self._epoch = -1
+        self._order = np.arange(n)
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            self._epoch = epoch
+            if self.shuffle:
+                self._order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            else:
+                self._order = np.arange(self.n)
+        return self._order
+
+    def indices(self, step: int) -> list[int]:
+        """The dataset indices of step ``step`` (pure: depends only on n, batch_size, seed, shuffle)."""
+        out: list[int] = []
+        pos = step * self.batch_size
+        end = pos + self.batch_size
+        while pos < end:
+            epoch, offset = divmod(pos, self.n)
+            take = min(end - pos, self.n - offset)
+            out.extend(int(i) for i in self._epoch_order(epoch)[offset : offset + take])
+            pos += take
+        return out
+
+    def __iter__(self) -> Iterator[list[int]]:
+        step = self.start_step
+        while self.steps is None or step < self.steps:
+            yield self.indices(step)
+            step += 1
+
+    def __len__(self) -> int:
+        if self.steps is None:
+            raise TypeError("an endless BatchSampler (steps=None) has no length")
+        return max(self.steps - self.start_step, 0)
+
+
+# --------------------------------------------------------------------------- loader
+@dataclass
+class _Item:
+    index: int
+    image: Any  # transformed image, a [3, H, W] tensor
+    caption: str
+    label: str | None
+
+
+@dataclass
+class _Skipped:
+    index: int
+    reason: str
+
+
+class _TransformedDataset(torch.utils.data.Dataset):
+    """Map-style wrapper: applies the transform and turns SkipItem into a marker."""
+
+    def __init__(self, dataset: Dataset, transform: Callable[[Any], torch.Tensor]) -> None:
+        self.dataset = dataset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> _Item | _Skipped:
+        try:
+            sample = self.dataset[index]
+        except SkipItem as exc:
+            return _Skipped(index, exc.reason)
+        return _Item(index, self.transform(sample.image), sample.caption, sample.label)
+
+
+class _Collate:
+    """Stacks the good items, tokenizes their captions and lists the skipped ones."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    def __call__(self, items: Sequence[_Item | _Skipped]) -> Batch:
+        good = [it for it in items if isinstance(it, _Item)]
+        skipped = [(it.index, it.reason) for it in items if isinstance(it, _Skipped)]
+        captions = [it.caption for it in good]
+        if good:
+            images = torch.stack([it.image for it in good])  # [B, 3, H, W]
+            text = torch.as_tensor(self.tokenizer(captions)).long()  # [B, L]
+        else:  # every item of this step was skipped: an empty batch the loop can pass over
+            images = torch.zeros(0, 3, 0, 0)
+            text = torch.zeros(0, int(getattr(self.tokenizer, "context_length", 0)), dtype=torch.long)
+        return Batch(images, text, captions, [it.label for it in good], [it.index for it in good], skipped)
+
+
+def make_loader(
+    dataset: Dataset,
+    transform: Callable[[Any], torch.Tensor],
+    tokenizer: Tokenizer,
+    batch_sampler: BatchSampler,
+    workers: int = 0,
+    *,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A DataLoader yielding :class:`Batch`, one per step of ``batch_sampler``.
+
+    ``transform`` maps a PIL image to a ``[3, H, W]`` tensor; with ``workers > 0`` it, the dataset and
+    the tokenizer must be picklable (no lambdas). Bad items are dropped and listed in
+    ``Batch.skipped``; feed those to a :class:`SkipCounter`.
+    """
+    if workers < 0:
+        raise DataError(f"data.workers must be at least 0, got {workers} (--set data.workers=0).")
+    return DataLoader(
+        _TransformedDataset(dataset, transform),
+        batch_sampler=batch_sampler,
+        collate_fn=_Collate(tokenizer),
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=pin_memory,
+    )
+
+
+# --------------------------------------------------------------------------- skip counting
+class SkipCounter:
+    """Counts the distinct items skipped over a run and remembers the first reason."""
+
+    def __init__(self) -> None:
+        self._indices: set[int] = set()
+        self.first: str | None = None
+
+    def add(self, skipped: Sequence[tuple[int, str]]) -> None:
+        for index, reason in skipped:
+            if self.first is None:
+                self.first = reason
+            self._indices.add(int(index))
+
+    @property
+    def count(self) -> int:
+        return len(self._indices)
+
+    def summary(self) -> str | None:
+        """``"skipped N images (first: <reason>)"``, or None when nothing was skipped."""
+        if not self._indices:
+            return None
+        noun = "image" if self.count == 1 else "images"
+        return f"skipped {self.count:,} {noun} (first: {self.first})"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"indices": sorted(self._indices), "first": self.first}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._indices = {int(i) for i in state.get("indices", [])}
+        self.first = state.get("first")
+
+
+# --------------------------------------------------------------------------- early checks
+def check_usable(dataset: Dataset) -> None:
+    """Fail before any model is built if the source has no usable item.
+
+    Reads items in order until one loads; raises DataError naming the source, how many items were
+    skipped and the first reason if none does.
+    """
+    n = len(dataset)
+    if n == 0:
+        raise DataError(f"{dataset.describe()}: no items; check the path, the split and the file's contents.")
+    first: str | None = None
+    for i in range(n):
+        try:
+            dataset[i]
+            return
+        except SkipItem as exc:
+            if first is None:
+                first = exc.reason
+    raise DataError(
+        f"{dataset.describe()}: no usable item, all {n:,} skipped (first: {first}); fix the files or choose another source."
+    )
+
+
+def check_batch_size(dataset: Dataset, batch_size: int) -> None:
+    """Fail if a batch would hold more items than the source has."""
+    n = len(dataset)
+    if batch_size > n:
+        raise DataError(
+            f"batch size {batch_size:,} is larger than the {n:,} items of {dataset.describe()}; "
+            f"use --batch-size {n} or less, or more data."
+        )
