@@ -1,0 +1,49 @@
+"""Shared CLI helpers: consoles, JSON output and the error boundary.
+
+Everything here imports only typer / rich: ``distillctl --help`` must never import torch.
+"""
+
+import json
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+from distillctl.errors import ConfigError, DistillctlError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.console import Console
+
+
+def console(*, stderr: bool = False) -> "Console":
+    """A rich console bound to the *current* stdout/stderr (so CliRunner captures it)."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def echo_json(doc: Any) -> None:
+    """Plain JSON on stdout for scripts (no colour, no wrapping)."""
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+
+
+def error_lines(exc: DistillctlError) -> list[str]:
+    """The text the boundary prints: one line, or a header plus one line per config problem."""
+    if isinstance(exc, ConfigError):
+        where = f"{exc.source}: " if getattr(exc, "source", None) else ""
+        count = len(exc.problems)
+        head = f"error: {where}invalid config ({count} problem{'s' if count != 1 else ''}):"
+        return [head, *(f"  {' '.join(p.split())}" for p in exc.problems)]
+    return [f"error: {exc}"]
+
+
+def report_error(exc: DistillctlError) -> int:
+    """Print ``exc`` in red on stderr (never wrapped, never parsed as markup); return its exit code."""
+    err = console(stderr=True)
+    for line in error_lines(exc):
+        err.print(line, style="red", markup=False, highlight=False, soft_wrap=True)
+    return exc.exit_code
+
+
+def debug_enabled() -> bool:
+    """``DISTILLCTL_DEBUG=1``: let handled errors keep their traceback."""
+    return os.environ.get("DISTILLCTL_DEBUG", "").strip().lower() in {"1", "true", "yes", "on"}

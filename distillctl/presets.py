@@ -1,0 +1,133 @@
+"""Bundled presets: run configs shipped with distillctl, found by name.
+
+A preset is a TOML run config (see :mod:`distillctl.config`) that holds only what differs from the
+defaults. Bundled presets live in the repository's top-level ``presets/`` directory and ship inside
+the wheel as ``distillctl/_presets/``. Lookup order: ``importlib.resources`` ``distillctl/_presets``
+when it exists (installed wheel), else ``<repo>/presets`` next to the package (editable install or
+source checkout).
+
+Header format. A preset file starts with comment lines::
+
+    # <one-line summary>
+    # run: distillctl distill --preset NAME [more options]
+    # (any further comment lines: why the values are what they are)
+
+    [teacher]
+    name = "quickstart"
+    ...
+
+The first comment line is the summary shown by ``distillctl presets list``; the first comment line
+that starts with ``run:`` is the launch command. Presets are data: they name registered components,
+never import paths.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distillctl.errors import DistillctlError
+
+SUFFIX = ".toml"
+
+
+class UnknownPresetError(DistillctlError):
+    """No bundled preset has this name, or the preset file does not exist."""
+
+
+@dataclass(frozen=True)
+class PresetInfo:
+    name: str  # file stem, e.g. "smoke"
+    path: Path
+    summary: str  # first header comment line
+    command: str  # the "# run: ..." line, without "run:"
+
+
+def presets_dir() -> Path | None:
+    """The directory of the bundled presets, or None if there is none."""
+    try:
+        from importlib.resources import files
+
+        shipped = files("distillctl") / "_presets"
+        if shipped.is_dir():
+            return Path(str(shipped))
+    except (ModuleNotFoundError, OSError, TypeError):  # pragma: no cover - exotic importers
+        pass
+    checkout = Path(__file__).resolve().parent.parent / "presets"
+    return checkout if checkout.is_dir() else None
+
+
+def preset_header(path: Path) -> tuple[str, str]:
+    """``(summary, command)`` from the leading comment lines; ``""`` for whatever is missing."""
+    summary = command = ""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return summary, command
+    for raw in lines:
+        line = raw.strip()
+        if not line.startswith("#"):
+            break  # the header ends at the first non-comment line
+        text = line.lstrip("#").strip()
+        if text.startswith("run:"):
+            command = command or text[len("run:") :].strip()
+        elif text and not summary:
+            summary = text
+    return summary, command
+
+
+def list_presets() -> list[PresetInfo]:
+    """Every bundled preset, sorted by name."""
+    root = presets_dir()
+    if root is None:
+        return []
+    out = []
+    for path in sorted(root.glob(f"*{SUFFIX}")):
+        summary, command = preset_header(path)
+        out.append(PresetInfo(path.stem, path, summary, command))
+    return out
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.endswith(SUFFIX) or "/" in text or "\\" in text or text.startswith(("~", "."))
+
+
+def find_preset(name_or_path: str | Path) -> Path:
+    """The file of a bundled preset name, or ``name_or_path`` itself if it is an existing .toml file."""
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if isinstance(name_or_path, Path) or _looks_like_path(text):
+        if path.is_file():
+            return path
+        stem_hint = ""
+        if path.stem in {p.name for p in list_presets()}:
+            stem_hint = f" (did you mean the bundled preset {path.stem!r}?)"
+        raise UnknownPresetError(
+            f"preset file {text} not found{stem_hint}.",
+            hint="Give a path to an existing .toml file or a bundled name (see `distillctl presets list`).",
+        )
+    presets = {p.name: p.path for p in list_presets()}
+    if text in presets:
+        return presets[text]
+    names = sorted(presets)
+    close = difflib.get_close_matches(text, names, n=1, cutoff=0.5)
+    did = f" Did you mean {close[0]!r}?" if close else ""
+    listing = ", ".join(names) if names else "(none bundled)"
+    raise UnknownPresetError(f"unknown preset {text!r}.{did} Bundled presets: {listing}.")
+
+
+def preset_display_name(given: str | Path, path: Path) -> str:
+    """How messages name a preset: the bundled name, or the path as the user typed it."""
+    root = presets_dir()
+    if root is not None and path.parent.resolve() == root.resolve() and str(given) == path.stem:
+        return path.stem
+    return str(given)
+
+
+def load_preset(name_or_path: str | Path) -> dict[str, Any]:
+    """The raw (not yet validated) config of a preset; bad TOML is a ConfigError naming the file."""
+    from distillctl.config import load_toml
+
+    return load_toml(find_preset(name_or_path))
