@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from distillctl.hookspecs import Register, hookimpl
+
+
+def coca() -> Any:
+    """open_clip CoCa: vision / text / multimodal (decoder self-attn + cross-attn) modules."""
+    from distillctl.coca.splitter import CocaSplitter
+
+    return CocaSplitter()
 
 
 @hookimpl
 def register_splitters(register: Register) -> None:
-    pass
+    register("coca", coca)

@@ -1,10 +1,49 @@
-"""Built-in teachers (registered through the same hook as any third-party plugin)."""
+"""Built-in teachers (registered through the same hook as any third-party plugin).
+
+``coca-large`` / ``coca-base`` are open_clip ``coca_ViT-L-14`` / ``coca_ViT-B-32`` (default weights: the
+``laion2b_s13b_b90k`` tag); ``open-clip:NAME|CONFIG.json|DIR`` is any open_clip CoCa config;
+``quickstart`` is the bundled tiny CoCa. ``device="meta"`` builds the architecture without weights.
+torch and open_clip are imported inside the factories only.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from distillctl.hookspecs import Register, hookimpl
 
 
+def coca_large(weights: str | None = None, device: str = "cpu") -> Any:
+    """open_clip CoCa ViT-L/14 (638M params; default weights laion2b_s13b_b90k)."""
+    from distillctl.coca.models import load_coca_teacher
+
+    return load_coca_teacher("coca-large", weights=weights, device=device)
+
+
+def coca_base(weights: str | None = None, device: str = "cpu") -> Any:
+    """open_clip CoCa ViT-B/32 (254M params; default weights laion2b_s13b_b90k)."""
+    from distillctl.coca.models import load_coca_teacher
+
+    return load_coca_teacher("coca-base", weights=weights, device=device)
+
+
+def open_clip_teacher(variant: str, weights: str | None = None, device: str = "cpu") -> Any:
+    """Any open_clip CoCa: open-clip:<model name>, open-clip:/path/config.json or open-clip:/path/local-dir."""
+    from distillctl.coca.models import load_coca_teacher
+
+    return load_coca_teacher("open-clip", variant=variant, weights=weights, device=device)
+
+
+def quickstart(weights: str | None = None, device: str = "cpu") -> Any:
+    """Bundled tiny CoCa trained on procedural shapes (runs offline in seconds)."""
+    from distillctl.quickstart import load_quickstart_teacher
+
+    return load_quickstart_teacher(weights=weights, device=device)
+
+
 @hookimpl
 def register_teachers(register: Register) -> None:
-    pass
+    register("coca-large", coca_large)
+    register("coca-base", coca_base)
+    register("open-clip:", open_clip_teacher)
+    register("quickstart", quickstart)
