@@ -136,7 +136,7 @@ def load_plugins(*, include_entry_points: bool = True, extra: tuple[Any, ...] = 
         registry: Registry[Any] = Registry(kind)
         plugins.registries[kind] = registry
         hook = getattr(pm.hook, hook_name)
-        for impl in reversed(hook.get_hookimpls()):  # registration order, built-ins first
+        for impl in hook.get_hookimpls():  # registration order: built-ins, entry points, extras
             prov = plugins.provenance.get(impl.plugin_name, Provenance(impl.plugin_name, impl.plugin_name, "?"))
 
             def register(

@@ -1,0 +1,152 @@
+"""The run config: defaults, every problem at once, --set overrides, component options, TOML out."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pytest
+
+from distillctl import config
+from distillctl.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+NAMES = {"teacher": {"name": "t"}, "student": {"name": "s"}, "policy": {"name": "p"}, "data": {"name": "d"}}
+
+
+def test_defaults_fill_in_when_names_given() -> None:
+    cfg = config.validate(NAMES, check_components=False)
+    assert cfg["train"]["episodes"] == 20 and cfg["policy"]["arms"] == "single"
+    assert cfg["splitter"]["name"] == "auto" and cfg["teacher"]["name"] == "t"
+    assert cfg["eval"]["evaluators"] == ["retrieval"]
+
+
+def test_every_problem_reported_at_once() -> None:
+    raw = {
+        "teacher": {"name": "t"},
+        "policy": {"name": "p", "arms": "pairs"},
+        "data": {"name": 3},
+        "train": {"lr": "fast", "bogus": 1, "episodes": True, "batch_size": 0},
+        "trainer": {"x": 1},
+    }
+    with pytest.raises(ConfigError) as info:
+        config.validate(raw, source="my.toml", check_components=False)
+    problems = info.value.problems
+    expected_prefixes = [
+        "trainer: unknown section",
+        "student.name: required value missing",
+        "policy.arms: expected one of single, combinations, all, got 'pairs'",
+        "data.name: expected string",
+        "train.lr: expected number",
+        "train.bogus: unknown key",
+        "train.episodes: expected integer, got True",
+        "train.batch_size: must be at least 1, got 0",
+    ]
+    for prefix in expected_prefixes:
+        assert any(p.startswith(prefix) for p in problems), (prefix, problems)
+    assert len(problems) == len(expected_prefixes)
+    assert info.value.source == "my.toml"
+    assert str(info.value).startswith("my.toml: invalid config: ")
+
+
+def test_int_is_accepted_where_float_is_expected() -> None:
+    cfg = config.validate({**NAMES, "train": {"lr": 1}}, check_components=False)
+    assert cfg["train"]["lr"] == 1.0 and isinstance(cfg["train"]["lr"], float)
+
+
+def test_parse_value_toml_literals_else_string() -> None:
+    assert config.parse_value("3") == 3
+    assert config.parse_value("1e-4") == pytest.approx(1e-4)
+    assert config.parse_value("true") is True
+    assert config.parse_value('["retrieval", "fidelity"]') == ["retrieval", "fidelity"]
+    assert config.parse_value("coca-base") == "coca-base"  # bare words stay strings
+
+
+def test_apply_overrides_sets_nested_values_without_touching_input() -> None:
+    base = {"train": {"lr": 0.1}}
+    out = config.apply_overrides(base, ["train.lr=0.01", "policy.name=optima", "eval.evaluators=['fidelity']"])
+    assert out == {"train": {"lr": 0.01}, "policy": {"name": "optima"}, "eval": {"evaluators": ["fidelity"]}}
+    assert base == {"train": {"lr": 0.1}}
+
+
+def test_apply_overrides_reports_all_syntax_errors() -> None:
+    with pytest.raises(ConfigError) as info:
+        config.apply_overrides({}, ["episodes=3", "train.lr", "train..lr=1"])
+    assert len(info.value.problems) == 3
+    assert all(p.startswith("--set ") for p in info.value.problems)
+
+
+def _component_plugin(plugin: Any) -> Any:
+    def optima(*, arms: list, seed: int, window: int = 8, sigma: float = 0.1) -> str:
+        """Fake OPTIMA."""
+        return "optima"
+
+    def anything(**kwargs: Any) -> str:
+        return "anything"
+
+    def register_policies(register: Any) -> None:
+        register("optima", optima)
+        register("free", anything)
+
+    def named(kind: str) -> Any:
+        def register_hook(register: Any) -> None:
+            register(NAMES[kind]["name"], anything)
+
+        return register_hook
+
+    return plugin(
+        "cfg_components",
+        register_policies=register_policies,
+        register_teachers=named("teacher"),
+        register_students=named("student"),
+        register_datasets=named("data"),
+    )
+
+
+def test_component_options_checked_against_factory(use_plugins: Any, plugin: Any) -> None:
+    use_plugins(_component_plugin(plugin), builtins=False)
+    ok = config.validate({**NAMES, "policy": {"name": "optima", "window": 4}}, check_components=True)
+    assert ok["policy"]["window"] == 4
+
+    bad = {**NAMES, "policy": {"name": "optima", "windw": 4, "seed": 3}}
+    with pytest.raises(ConfigError) as info:
+        config.validate(bad, check_components=True)
+    policy_problems = [p for p in info.value.problems if p.startswith("policy.")]
+    assert "policy.windw: unknown option for policy 'optima' (valid: sigma, window)" in policy_problems
+    assert any(p.startswith("policy.seed: unknown option") for p in policy_problems)  # reserved: set by the tool
+    assert all(p.startswith("policy.") for p in info.value.problems), info.value.problems
+
+
+def test_unknown_component_name_suggests(use_plugins: Any, plugin: Any) -> None:
+    use_plugins(_component_plugin(plugin), builtins=False)
+    with pytest.raises(ConfigError) as info:
+        config.validate({**NAMES, "policy": {"name": "optma"}}, check_components=True)
+    assert any("policy.name: unknown policy 'optma'. Did you mean 'optima'?" in p for p in info.value.problems)
+
+
+def test_kwargs_factory_accepts_any_option(use_plugins: Any, plugin: Any) -> None:
+    use_plugins(_component_plugin(plugin), builtins=False)
+    cfg = config.validate({**NAMES, "policy": {"name": "free", "whatever": 1}}, check_components=True)
+    assert cfg["policy"]["whatever"] == 1
+
+
+def test_dumps_toml_round_trips() -> None:
+    cfg = config.validate({**NAMES, "teacher": {"name": "t", "weights": 'dir "quoted"'}}, check_components=False)
+    text = config.dumps_toml(cfg)
+    back = tomllib.loads(text)
+    expected = {s: {k: v for k, v in t.items() if v is not None} for s, t in cfg.items()}
+    assert back == expected
+    assert config.validate(back, check_components=False) == cfg
+
+
+def test_load_toml_errors_name_the_file(tmp_path: Any) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train\nlr = 1\n")
+    with pytest.raises(ConfigError, match="bad.toml: invalid config: not valid TOML"):
+        config.load_toml(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        config.load_toml(tmp_path / "missing.toml")
