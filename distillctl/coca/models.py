@@ -124,6 +124,53 @@ def config_problems(cfg: dict[str, Any]) -> list[str]:
     return problems
 
 
+def tiny_config(
+    *,
+    vision_layers: int = 4,
+    text_layers: int = 4,
+    decoder_layers: int = 4,
+    vision_width: int = 96,
+    embed_dim: int = 64,
+    heads: int = 2,
+    image_size: int = 64,
+    patch_size: int = 16,
+    context_length: int = 32,
+    queries: int = 16,
+    vocab_size: int = 49408,
+) -> dict[str, Any]:
+    """A tiny CoCa config (tests, examples): builds in ~60 ms. Keep vision width != embed_dim (see OPEN_CLIP.md)."""
+    return {
+        "embed_dim": embed_dim,
+        "vision_cfg": {
+            "image_size": image_size,
+            "patch_size": patch_size,
+            "layers": vision_layers,
+            "width": vision_width,
+            "head_width": vision_width // heads,
+            "attentional_pool": True,
+            "attn_pooler_queries": queries,
+            "attn_pooler_heads": heads,
+            "output_tokens": True,
+        },
+        "text_cfg": {
+            "context_length": context_length,
+            "vocab_size": vocab_size,
+            "width": embed_dim,
+            "heads": heads,
+            "layers": text_layers,
+            "embed_cls": True,
+            "output_tokens": True,
+        },
+        "multimodal_cfg": {
+            "context_length": context_length,
+            "vocab_size": vocab_size,
+            "width": embed_dim,
+            "heads": heads,
+            "layers": decoder_layers,
+        },
+    }
+
+
 # --------------------------------------------------------------------------- building
 def build_coca(cfg: dict[str, Any], device: str | torch.device = "cpu", *, init_decoder: bool = True) -> torch.nn.Module:
     """Instantiate ``open_clip.CoCa`` from a model cfg on ``device`` (``"meta"``: no memory, no init cost).
@@ -250,7 +297,7 @@ def state_dict_hash(model: torch.nn.Module) -> str:
 
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
-        t = v.detach().to("cpu").contiguous()
+        t = v.detach().to("cpu").contiguous().reshape(-1)
         h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
@@ -342,3 +389,21 @@ def _check_device(device: str) -> None:
         raise DistillctlError(f"invalid device {device!r} ({exc}); use cpu, cuda, cuda:N or meta.") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DistillctlError(f"device {device!r} requested but CUDA is not available; use device cpu.")
+
+
+def random_teacher(
+    model_cfg: dict[str, Any],
+    *,
+    name: str = "random",
+    tokenizer: Any = None,
+    tokenizer_config: dict[str, Any] | None = None,
+    seed: int | None = None,
+    device: str = "cpu",
+) -> Teacher:
+    """A random-init CoCa teacher from a model cfg (tests, plugins); pass ``tokenizer`` for a vocab < 49408."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    model = build_coca(model_cfg, "cpu")
+    return make_teacher(name, model, model_cfg, preprocess_config(model_cfg), weights="random",
+                        weights_hash=state_dict_hash(model), tokenizer=tokenizer,
+                        tokenizer_config=tokenizer_config, device=device)

@@ -100,16 +100,26 @@ class CocaSplitter:
                 f"supported.",
                 hint=f"Set the student's vision_cfg.patch_size={t_patch[0]} and image_size={t_img[0]}.",
             )
-        for what, path, attr in (
-            ("text vocab size", "text", "vocab_size"),
-            ("text context length", "text", "context_length"),
-            ("decoder vocab size", "text_decoder", "vocab_size"),
-            ("decoder context length", "text_decoder", "context_length"),
+        for what, key, t, s in (
+            ("text vocab size", "text_cfg.vocab_size", *_both(teacher, student, lambda m: m.text.vocab_size)),
+            ("text context length", "text_cfg.context_length", *_both(teacher, student, lambda m: m.text.context_length)),
+            ("decoder vocab size", "multimodal_cfg.vocab_size",
+             *_both(teacher, student, lambda m: int(m.text_decoder.text_projection.shape[-1]))),
+            ("decoder context length", "multimodal_cfg.context_length",
+             *_both(teacher, student, lambda m: m.text_decoder.context_length)),
         ):
-            t, s = getattr(_get(teacher, path), attr, None), getattr(_get(student, path), attr, None)
             if t != s:
-                key = "text_cfg" if path == "text" else "multimodal_cfg"
                 raise DistillctlError(
                     f"student {what} {s} differs from the teacher's {t}: student and teacher must share the tokenizer.",
-                    hint=f"Set the student's {key}.{attr}={t}.",
+                    hint=f"Set the student's {key}={t}.",
                 )
+
+
+def _both(teacher: torch.nn.Module, student: torch.nn.Module, get) -> tuple[object, object]:
+    out = []
+    for m in (teacher, student):
+        try:
+            out.append(get(m))
+        except AttributeError:
+            out.append(None)
+    return out[0], out[1]
