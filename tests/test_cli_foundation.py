@@ -328,3 +328,14 @@ def test_python_m_entry_point_and_error_boundary() -> None:
     assert bad.stdout == ""
     assert bad.stderr.splitlines() == ["error: unknown preset 'smok'. Did you mean 'smoke'? Bundled presets: smoke."]
     assert "Traceback" not in bad.stderr
+
+
+# ----------------------------------------------------------------------------- repo consistency
+def test_ci_runs_the_readme_test_command() -> None:
+    ci = (REPO / ".ci" / "run").read_text()
+    readme = (REPO / "README.md").read_text()
+    line = next(x for x in ci.splitlines() if x.startswith("TEST_COMMAND="))
+    command = line.split("=", 1)[1].strip().strip('"')
+    assert command.endswith("pytest") and "pip install -e '.[test]'" in command
+    assert f"\n{command}\n" in readme, "README's Quickstart test command must be what .ci/run runs"
+    assert os.access(REPO / ".ci" / "run", os.X_OK)
