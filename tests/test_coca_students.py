@@ -8,6 +8,7 @@ from pathlib import Path
 import open_clip
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from distillctl.coca.models import random_teacher, tiny_config
 from distillctl.coca.splitter import CocaSplitter, layer_width
@@ -37,7 +38,7 @@ def _student(teacher, name: str, **options):
     return registry("student").create(name, teacher=teacher, splitter=CocaSplitter(), **options)
 
 
-def test_layer_subset_copies_kept_layers_bit_identically(teacher) -> None:
+def test_layer_subset_copies_kept_layers_bit_identically(teacher, tmp_path: Path) -> None:
     student = _student(teacher, "layer-subset", vision=3, text=2, multimodal=1)
     assert student.layer_map == {
         "vision": {"visual.transformer.resblocks": [1, 3, 5]},
@@ -60,8 +61,13 @@ def test_layer_subset_copies_kept_layers_bit_identically(teacher) -> None:
     # the student is its own (trainable) copy; open_clip rebuilds it from model_config and loads it strictly
     assert student.model.training and all(p.requires_grad for p in student.model.parameters())
     assert ssd["logit_scale"].data_ptr() != tsd["logit_scale"].data_ptr()
-    rebuilt = open_clip.CoCa(**student.model_config)
-    rebuilt.load_state_dict(ssd, strict=True)
+    folder = tmp_path / "student"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": student.model_config}))
+    save_file(ssd, str(folder / "open_clip_model.safetensors"))
+    rebuilt = open_clip.create_model(f"local-dir:{folder}")
+    for k, v in rebuilt.state_dict().items():
+        assert torch.equal(v, ssd[k]), k
 
 
 def test_layer_subset_ratio_explicit_layers_and_defaults(teacher) -> None:

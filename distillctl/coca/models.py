@@ -39,7 +39,7 @@ def coca_model_names() -> list[str]:
 
 
 def builtin_model_config(model_name: str) -> dict[str, Any]:
-    """A deep copy of an open_clip built-in CoCa config (``custom_text`` dropped)."""
+    """A deep copy of an open_clip built-in CoCa config (``custom_text: true`` kept)."""
     cfg = open_clip.get_model_config(model_name)
     if cfg is None:
         raise ConfigError(
@@ -52,9 +52,7 @@ def builtin_model_config(model_name: str) -> dict[str, Any]:
                 + ", ".join(coca_model_names())
             ]
         )
-    cfg = copy.deepcopy(cfg)
-    cfg.pop("custom_text", None)
-    return cfg
+    return normalize_config(cfg)
 
 
 def read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -83,9 +81,15 @@ def read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
                 "CLIP and other non-CoCa configs are not supported)"
             ]
         )
-    cfg = copy.deepcopy(data)
-    cfg.pop("custom_text", None)
-    return cfg, preprocess
+    return normalize_config(data), preprocess
+
+
+def normalize_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy with ``custom_text: true``: open_clip's factory (``local-dir:``, ``add_model_config``)
+    builds a CoCa only when both ``custom_text`` and ``multimodal_cfg`` are set."""
+    out = copy.deepcopy(cfg)
+    out["custom_text"] = True
+    return out
 
 
 def preprocess_config(model_cfg: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -168,6 +172,7 @@ def tiny_config(
             "heads": heads,
             "layers": decoder_layers,
         },
+        "custom_text": True,
     }
 
 
@@ -333,7 +338,7 @@ def make_teacher(
         model=model,
         tokenizer=tokenizer,
         transform=make_transform(preprocess),
-        model_config=copy.deepcopy(model_cfg),
+        model_config=normalize_config(model_cfg),
         preprocess_config=copy.deepcopy(preprocess),
         weights=weights,
         weights_hash=weights_hash,

@@ -13,7 +13,13 @@ from typing import Any
 
 import torch
 
-from distillctl.coca.models import build_coca, config_problems, init_decoder_projection, model_device
+from distillctl.coca.models import (
+    build_coca,
+    config_problems,
+    init_decoder_projection,
+    model_device,
+    normalize_config,
+)
 from distillctl.coca.splitter import MODULE_STACKS
 from distillctl.config import merge
 from distillctl.errors import ConfigError, DistillctlError
@@ -78,7 +84,7 @@ def plan_layer_subset(
         raise DistillctlError(f"student.layers: unknown module(s) {', '.join(unknown)} (valid: {', '.join(MODULE_CFG)}).")
     n_teacher = _module_depths(teacher_modules)
     asked = {"vision": vision, "text": text, "multimodal": multimodal}
-    cfg = copy.deepcopy(teacher_cfg)
+    cfg = normalize_config(teacher_cfg)
     layer_map: dict[str, dict[str, list[int]]] = {}
     for m in teacher_modules:
         n_t = n_teacher[m.name]
@@ -154,13 +160,11 @@ def _load_student_config(config: str | dict | None, teacher_cfg: dict[str, Any])
         raise DistillctlError(f"student.config={config!r}: no such JSON file and not an open_clip model name.")
     if not isinstance(config, dict):
         raise DistillctlError(f"student.config must be a path or a table, got {type(config).__name__}.")
-    cfg = config.get("model_cfg", config)
-    cfg = copy.deepcopy(dict(cfg))
-    cfg.pop("custom_text", None)
+    cfg = copy.deepcopy(dict(config.get("model_cfg", config)))
     if not all(k in cfg for k in ("embed_dim", "vision_cfg", "text_cfg", "multimodal_cfg")):
         # a partial table changes only what it names
         cfg = merge(teacher_cfg, cfg)
-    return cfg, "inline config"
+    return normalize_config(cfg), "inline config"
 
 
 def config_student(teacher: Teacher, splitter: Splitter, config: str | dict | None = None) -> Student:
