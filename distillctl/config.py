@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -96,6 +97,16 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "export": {
         "dtype": Field(str, "fp32", choices=("fp32", "bf16", "fp16")),
     },
+}
+
+
+# factory parameters the engine passes itself; users cannot set them as options
+RESERVED_OPTIONS: dict[str, set[str]] = {
+    "teacher": {"weights", "device", "variant"},
+    "student": {"teacher", "splitter", "variant"},
+    "splitter": {"variant"},
+    "policy": {"arms", "seed", "variant"},
+    "data": {"split", "variant"},
 }
 
 
@@ -219,7 +230,7 @@ def validate(cfg: dict[str, Any], *, source: str | None = None, check_components
         options = entry.options()
         if options is None:
             continue
-        reserved = {"weights", "device", "teacher", "splitter", "arms", "seed", "split", "variant"}
+        reserved = RESERVED_OPTIONS[section]
         for k in extra:
             if k not in options or k in reserved:
                 valid = sorted(set(options) - reserved)

@@ -136,11 +136,11 @@ def greedy_captions(
 
 def caption_scores(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
     """Exact match and position-wise word accuracy (divided by the longer length)."""
-    exact = sum(r == h for r, h in zip(references, hypotheses))
+    exact = sum(r == h for r, h in zip(references, hypotheses, strict=False))
     word = 0.0
-    for r, h in zip(references, hypotheses):
+    for r, h in zip(references, hypotheses, strict=False):
         rw, hw = r.split(), h.split()
-        word += sum(a == b for a, b in zip(rw, hw)) / max(len(rw), len(hw), 1)
+        word += sum(a == b for a, b in zip(rw, hw, strict=False)) / max(len(rw), len(hw), 1)
     n = max(len(references), 1)
     return {"caption_exact": exact / n, "caption_word_acc": word / n}
 

@@ -89,15 +89,12 @@ class BatchSampler:
         self.start_step = start_step
         self.steps = steps
         self._epoch = -1
-        self._order = np.arange(n)
+        self._order: np.ndarray | None = None  # a permutation only when shuffling (streams can be 10^9 long)
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
-        if epoch != self._epoch:
+        if epoch != self._epoch or self._order is None:
             self._epoch = epoch
-            if self.shuffle:
-                self._order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
-            else:
-                self._order = np.arange(self.n)
+            self._order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
         return self._order
 
     def indices(self, step: int) -> list[int]:
@@ -108,7 +105,10 @@ class BatchSampler:
         while pos < end:
             epoch, offset = divmod(pos, self.n)
             take = min(end - pos, self.n - offset)
-            out.extend(int(i) for i in self._epoch_order(epoch)[offset : offset + take])
+            if self.shuffle:
+                out.extend(int(i) for i in self._epoch_order(epoch)[offset : offset + take])
+            else:  # sequential: no index array, so a 10^9-item stream costs nothing
+                out.extend(range(offset, offset + take))
             pos += take
         return out
 

@@ -77,7 +77,7 @@ def _ambiguous(a: Obj, b: Obj, scale: float) -> bool:
 
 def caption_of(objs: list[Obj]) -> str:
     parts = [objs[0].phrase]
-    for a, b in zip(objs, objs[1:]):
+    for a, b in zip(objs, objs[1:], strict=False):
         parts += [relation(a, b), b.phrase]
     return " ".join(parts)
 
@@ -136,7 +136,7 @@ def generate(seed: int, split: str, index: int, image_size: int = 64) -> tuple[I
         if len(objs) < n:
             continue
         objs.sort(key=lambda o: o.x)
-        if any(_ambiguous(a, b, scale) for a, b in zip(objs, objs[1:])):
+        if any(_ambiguous(a, b, scale) for a, b in zip(objs, objs[1:], strict=False)):
             continue
         break
     else:  # pragma: no cover - practically unreachable; keep a valid single-object fallback
@@ -147,7 +147,7 @@ def generate(seed: int, split: str, index: int, image_size: int = 64) -> tuple[I
     draw = ImageDraw.Draw(img)
     for o in objs:
         jitter = rng.integers(-15, 16, size=3)
-        fill = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(COLOURS[o.colour], jitter))
+        fill = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(COLOURS[o.colour], jitter, strict=True))
         if o.shape == "circle":
             draw.ellipse([o.x - o.r, o.y - o.r, o.x + o.r, o.y + o.r], fill=fill)
         else:

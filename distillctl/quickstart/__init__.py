@@ -173,7 +173,6 @@ def file_sha256(path: Path) -> str:
 
 def load_quickstart_teacher(weights: str | None = None, device: str = "cpu") -> Teacher:
     """Bundled tiny CoCa trained on shapes (3.7M params, offline)."""
-    import torch
     from safetensors.torch import load_file
 
     from distillctl.interfaces import Teacher

@@ -1,0 +1,209 @@
+"""``distillctl distill``: run module-wise adaptive layerwise distillation.
+
+Config precedence: preset (bundled name or a TOML path; ``quickstart`` when none is given) <
+command-line flags < ``--set section.key=value``. The resolved config is validated before anything
+is built and written to ``OUT/run.toml``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from distillctl.cli._common import console
+
+DEFAULT_PRESET = "quickstart"
+
+
+def build_config(
+    preset: str | None,
+    flags: dict[str, Any],
+    overrides: list[str],
+) -> tuple[dict[str, Any], str]:
+    """Preset < flags < --set; returns (validated config, preset name used)."""
+    from distillctl.config import apply_overrides, merge, validate
+    from distillctl.presets import load_preset
+
+    name = preset or DEFAULT_PRESET
+    base = load_preset(name)
+    cfg = merge(base, {s: {k: v for k, v in t.items() if v is not None} for s, t in flags.items()})
+    cfg = apply_overrides(cfg, overrides)
+    return validate(cfg, source=f"preset {name}"), name
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(rich_help_panel="Distillation")
+    def distill(
+        preset: Annotated[str | None, typer.Option("--preset", "-p", help="Bundled preset name or path to a TOML file (default: quickstart).")] = None,
+        teacher: Annotated[str | None, typer.Option(help="Teacher name (see `distillctl plugins`).")] = None,
+        teacher_weights: Annotated[str | None, typer.Option(help="Weights: file, local-dir:DIR, pretrained tag or 'random'.")] = None,
+        student: Annotated[str | None, typer.Option(help="Student builder, e.g. layer-subset or config.")] = None,
+        policy: Annotated[str | None, typer.Option(help="Selection policy: optima, uniform, fixed-order, ...")] = None,
+        arms: Annotated[str | None, typer.Option(help="Arm set: single | combinations | all.")] = None,
+        data: Annotated[str | None, typer.Option(help="Data source: shapes, csv, coco, folder, ...")] = None,
+        episodes: Annotated[int | None, typer.Option(help="Number of episodes.")] = None,
+        steps: Annotated[int | None, typer.Option(help="Total optimizer steps (sets episodes = ceil(steps / episode-steps)).")] = None,
+        episode_steps: Annotated[int | None, typer.Option(help="Optimizer steps per episode (T).")] = None,
+        batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
+        lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW).")] = None,
+        device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
+        precision: Annotated[str | None, typer.Option(help="fp32 | bf16 (autocast).")] = None,
+        seed: Annotated[int | None, typer.Option(help="Seed for data order, init and policy.")] = None,
+        export_dtype: Annotated[str | None, typer.Option(help="Dtype of student.safetensors: fp32 | bf16 | fp16.")] = None,
+        out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (default: runs/<preset>-<time>).")] = None,
+        overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
+        set_: Annotated[list[str] | None, typer.Option("--set", help="Override any config value: section.key=value (repeatable).")] = None,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or tables (CI).")] = False,
+    ) -> None:
+        """Distill a teacher into a smaller student, episode by episode (OPTIMA)."""
+        from distillctl.errors import UsageError
+
+        con = console()
+        if steps is not None and episodes is not None:
+            raise UsageError("--steps and --episodes both set the run length; give only one.")
+        flags = {
+            "teacher": {"name": teacher, "weights": teacher_weights},
+            "student": {"name": student},
+            "policy": {"name": policy, "arms": arms},
+            "data": {"name": data},
+            "train": {"episodes": episodes, "episode_steps": episode_steps, "batch_size": batch_size, "lr": lr,
+                      "device": device, "precision": precision, "seed": seed},
+            "export": {"dtype": export_dtype},
+        }
+        cfg, preset_name = build_config(preset, flags, list(set_ or []))
+        if steps is not None:
+            if steps < 1:
+                raise UsageError(f"--steps must be at least 1, got {steps}.")
+            cfg["train"]["episodes"] = max(1, math.ceil(steps / cfg["train"]["episode_steps"]))
+        if preset is None and not quiet:
+            con.print(f"[dim]No --preset given: running the bundled '{DEFAULT_PRESET}' preset.[/dim]")
+        elif preset is None:
+            con.print(f"No --preset given: running the bundled '{DEFAULT_PRESET}' preset.", highlight=False)
+        out_dir = out or Path("runs") / f"{Path(preset_name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_with_display(cfg, out_dir, overwrite=overwrite, quiet=quiet)
+
+
+def run_with_display(cfg: dict[str, Any], out_dir: Path, *, overwrite: bool, quiet: bool) -> dict[str, Any]:
+    """Run the engine with a live progress display; clean up on failure; print the summary."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from distillctl import engine
+
+    con = console()
+    existed = out_dir.exists()
+    progress = Progress(
+        TextColumn("[bold]episode {task.completed}/{task.total}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=con,
+        disable=quiet,
+        transient=False,
+    )
+    task = None
+
+    def on_event(kind: str, payload: dict[str, Any]) -> None:
+        nonlocal task
+        if quiet:
+            return
+        if kind == "status":
+            con.print(f"[dim]{payload['message']}[/dim]")
+        elif kind == "start":
+            task = progress.add_task("distill", total=payload["episodes"], info=f"arms: {', '.join(payload['arms'])}")
+            progress.start()
+        elif kind == "episode" and task is not None:
+            info = (f"arm [cyan]{payload['arm']:<12}[/cyan] loss {payload['train'].get('total', float('nan')):.4g} "
+                    f"probe {payload['probe_loss']:.4g} reward {payload['reward']:+.3f} "
+                    f"{payload['samples_per_s']:.0f} samples/s")
+            progress.update(task, completed=payload["episode"], info=info)
+
+    try:
+        report = engine.run(cfg, out_dir, overwrite=overwrite, on_event=on_event)
+    except BaseException:
+        progress.stop()
+        if not (existed and any((out_dir / m).exists() for m in engine.RUN_MARKERS) and not overwrite):
+            engine.remove_partial(out_dir, created=not existed)
+        raise
+    progress.stop()
+    print_summary(report, out_dir, quiet=quiet)
+    return report
+
+
+def print_summary(report: dict[str, Any], out_dir: Path, *, quiet: bool) -> None:
+    from rich.table import Table
+
+    from distillctl.report import eval_rows, fmt, human_params, sparkline
+
+    con = console()
+    rows = eval_rows(report)
+    r1 = next(((s, t) for k, s, t, _ in rows if k == "i2t_r1"), None)
+    if quiet:
+        line = f"wrote {out_dir}/student.safetensors ({report['sizes']['student_file_bytes'] / 1e6:.2f} MB)"
+        if r1 and r1[1]:
+            line += f"; i2t R@1 student {r1[0]:.3f} vs teacher {r1[1]:.3f} ({r1[0] / r1[1]:.0%})"
+        con.print(line, highlight=False)
+        if report["skipped"]["summary"]:
+            con.print(report["skipped"]["summary"], highlight=False)
+        return
+
+    arms = Table(title="Arms", title_justify="left")
+    arms.add_column("arm")
+    arms.add_column("pulls", justify="right")
+    arms.add_column("mean reward", justify="right")
+    arms.add_column("timeline")
+    timeline = [e["arm"] for e in report["episodes"]]
+    for a in report["arms"]:
+        marks = "".join("█" if x == a["arm"] else "·" for x in timeline)
+        arms.add_row(a["arm"], str(a["pulls"]), fmt(a["mean_reward"]), marks)
+    con.print(arms)
+
+    losses = Table(title="Probe loss (held-out, all modules)", title_justify="left")
+    losses.add_column("term")
+    losses.add_column("start", justify="right")
+    losses.add_column("end", justify="right")
+    for k, v in report["initial_probe"].items():
+        losses.add_row(k, fmt(v), fmt(report["final_probe"].get(k)))
+    losses.caption = "total: " + sparkline([report["initial_probe"]["total"]] + [e["probe"]["total"] for e in report["episodes"]])
+    con.print(losses)
+
+    sizes = report["sizes"]
+    size = Table(title="Size", title_justify="left")
+    size.add_column("")
+    size.add_column("parameters", justify="right")
+    size.add_column("file", justify="right")
+    size.add_row("teacher", human_params(sizes["teacher_params"]), "-")
+    size.add_row("student", human_params(sizes["student_params"]),
+                 f"{sizes['student_file_bytes'] / 1e6:.2f} MB ({sizes['export_dtype']})")
+    size.add_row("compression", f"{sizes['compression']:.2f}×", "")
+    con.print(size)
+
+    if rows:
+        ev = Table(title=f"Evaluation ({report['config']['data']['name']} {report['config']['eval']['split']} split)",
+                   title_justify="left")
+        for c in ("metric", "student", "teacher", "student / teacher"):
+            ev.add_column(c, justify="left" if c == "metric" else "right")
+        for k, s, t, r in rows:
+            ev.add_row(k, fmt(s), fmt(t), f"{r:.0%}" if r is not None else "-")
+        con.print(ev)
+    if r1 and r1[1]:
+        con.print(f"image→text R@1: student [bold]{r1[0]:.3f}[/bold] vs teacher [bold]{r1[1]:.3f}[/bold] "
+                  f"({r1[0] / r1[1]:.0%} of the teacher)")
+    if report["skipped"]["summary"]:
+        con.print(f"[yellow]{report['skipped']['summary']}[/yellow]")
+    t = report["timings"]
+    con.print(f"[green]done[/green] in {t['total_s']:.1f}s ({t['samples_per_s']:.0f} samples/s): "
+              f"{out_dir}/student.safetensors, report.json, report.md, run.toml")
