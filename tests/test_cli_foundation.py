@@ -186,17 +186,46 @@ def test_presets_show_unknown(cli: Any, given: str, expected: str) -> None:
     assert len(lines) == 1 and lines[0].startswith(expected.format(names=names)), lines
 
 
-def test_presets_validate_ok(cli: Any, use_plugins: Any, smoke_components: Any) -> None:
+FAKE_PRESET = """\
+# A preset naming only the throw-away smoke_components (tests/conftest.py).
+# run: distillctl distill --preset fake.toml
+
+[teacher]
+name = "quickstart"
+
+[student]
+name = "layer-subset"
+keep = 1
+
+[policy]
+name = "optima"
+
+[data]
+name = "shapes"
+
+[train]
+episodes = 2
+"""
+
+
+@pytest.fixture
+def fake_preset(tmp_path: Path, use_plugins: Any, smoke_components: Any) -> Path:
+    """A valid preset file for the throw-away components (built-ins left out)."""
     use_plugins(smoke_components, builtins=False)
-    result = cli("presets", "validate", "smoke")
+    path = tmp_path / "fake.toml"
+    path.write_text(FAKE_PRESET)
+    return path
+
+
+def test_presets_validate_ok(cli: Any, fake_preset: Path) -> None:
+    result = cli("presets", "validate", str(fake_preset))
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == "ok: smoke is valid"
-    result = cli("presets", "validate", "smoke", "--set", "train.episodes=6", "-s", "policy.window=3")
+    assert result.stdout.strip() == f"ok: {fake_preset} is valid"
+    result = cli("presets", "validate", str(fake_preset), "--set", "train.episodes=6", "-s", "policy.window=3")
     assert result.exit_code == 0, result.output
 
 
-def test_presets_validate_reports_all_problems_at_once(cli: Any, use_plugins: Any, smoke_components: Any, tmp_path: Path) -> None:
-    use_plugins(smoke_components, builtins=False)
+def test_presets_validate_reports_all_problems_at_once(cli: Any, fake_preset: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text(
         "# broken on purpose\n"
@@ -217,24 +246,30 @@ def test_presets_validate_reports_all_problems_at_once(cli: Any, use_plugins: An
     assert any(line.startswith("student.name: required value missing") for line in body)
 
 
-def test_presets_validate_unknown_component_suggests(cli: Any, use_plugins: Any, smoke_components: Any) -> None:
-    use_plugins(smoke_components, builtins=False)
-    result = cli("presets", "validate", "smoke", "--set", "policy.name=optma")
+def test_presets_validate_unknown_component_suggests(cli: Any, fake_preset: Path) -> None:
+    result = cli("presets", "validate", str(fake_preset), "--set", "policy.name=optma")
     assert result.exit_code == 1
-    assert "  policy.name: unknown policy 'optma'. Did you mean 'optima'? Valid policy names: optima." in result.stderr
+    lines = _stderr_lines(result)
+    assert lines == [
+        f"error: {fake_preset}: invalid config (1 problem):",
+        "  policy.name: unknown policy 'optma'. Did you mean 'optima'? Valid policy names: optima.",
+    ]
 
 
-def test_presets_validate_overrides_are_checked(cli: Any, use_plugins: Any, smoke_components: Any) -> None:
-    use_plugins(smoke_components, builtins=False)
-    result = cli("presets", "validate", "smoke", "--set", "train.episodes=0", "--set", "policy.windw=3")
+def test_presets_validate_overrides_are_checked(cli: Any, fake_preset: Path) -> None:
+    result = cli("presets", "validate", str(fake_preset), "--set", "train.episodes=0", "--set", "policy.windw=3")
     assert result.exit_code == 1
-    assert "  train.episodes: must be at least 1, got 0" in result.stderr
-    assert "  policy.windw: unknown option for policy 'optima' (valid: window)" in result.stderr
+    assert _stderr_lines(result)[1:] == [
+        "  policy.windw: unknown option for policy 'optima' (valid: window)",
+        "  train.episodes: must be at least 1, got 0",
+    ]
 
     result = cli("presets", "validate", "smoke", "--set", "nonsense")
     assert result.exit_code == 1
-    assert _stderr_lines(result)[0] == "error: smoke: invalid config (1 problem):"
-    assert "--set 'nonsense': expected section.key=value" in result.stderr
+    assert _stderr_lines(result) == [
+        "error: smoke: invalid config (1 problem):",
+        "  --set 'nonsense': expected section.key=value",
+    ]
 
 
 def test_presets_validate_bad_toml(cli: Any, tmp_path: Path) -> None:
@@ -278,7 +313,9 @@ def test_bundled_preset_validates_against_builtins(info: presets.PresetInfo) -> 
     ]
     if missing:
         pytest.skip(f"built-ins do not register {', '.join(missing)} yet")
-    config.validate(raw, source=info.name, check_components=True)
+    result = CliRunner().invoke(app, ["presets", "validate", info.name])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"ok: {info.name} is valid"
 
 
 def test_preset_header_parsing(tmp_path: Path) -> None:
