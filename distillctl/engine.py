@@ -181,8 +181,12 @@ def run(
     *,
     overwrite: bool = False,
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    keep: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run a validated config; write artifacts to ``out_dir``; return the report dict."""
+    """Run a validated config; write artifacts to ``out_dir``; return the report dict.
+
+    ``keep``, if given, receives the live objects (teacher, student, policy) for callers and tests.
+    """
     emit = on_event or (lambda kind, payload: None)
     t_start = time.perf_counter()
     train, loss_cfg = cfg["train"], cfg["loss"]
@@ -363,6 +367,8 @@ def run(
                        state={"step": state.step, "losses": ep_terms, "posterior": record["posterior"]})
     train_s = time.perf_counter() - t_train
     del batches, loader
+    if keep is not None:
+        keep.update(teacher=teacher, student=student, student_model=student_model, policy=policy, arms=arms)
 
     # ---- 5. export, evaluate, report
     out_dir.mkdir(parents=True, exist_ok=True)

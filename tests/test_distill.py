@@ -1,0 +1,227 @@
+"""``distillctl distill`` end to end on the bundled quickstart teacher (tiny, CPU, offline).
+
+The runs are real: real open_clip CoCa models, real data, real optimizer steps. They are kept short
+(a few steps at batch 8) so the whole module runs in well under a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from distillctl import engine
+from distillctl.cli import app
+from distillctl.cli.distill_cmd import build_config
+from distillctl.quickstart import WEIGHTS_FILE
+
+runner = CliRunner()
+FAST = ["--set", "eval.evaluators=[]", "--quiet"]  # no end-of-run evaluation where a test does not look at it
+
+
+def smoke_cfg(*overrides: str) -> dict[str, Any]:
+    cfg, _ = build_config("smoke", {}, list(overrides))
+    return cfg
+
+
+def invoke(*args: str) -> Any:
+    return runner.invoke(app, list(args))
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """One smoke run through the engine, fp32 export, keeping the in-memory student."""
+    from distillctl import plugins
+
+    plugins.reset_plugins(plugins.load_plugins(include_entry_points=False))
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    keep: dict[str, Any] = {}
+    report = engine.run(smoke_cfg(), out, keep=keep)
+    plugins.reset_plugins(None)
+    return out, report, keep
+
+
+def test_bundled_teacher_is_shipped() -> None:
+    assert WEIGHTS_FILE.is_file()
+    assert WEIGHTS_FILE.stat().st_size <= 10 * 1024 * 1024
+
+
+def test_smoke_writes_every_artifact(smoke_run: tuple[Path, dict[str, Any], dict[str, Any]]) -> None:
+    out, report, _ = smoke_run
+    for name in ("student.safetensors", "open_clip_config.json", "report.json", "report.md", "run.toml"):
+        assert (out / name).is_file(), name
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["steps"] == 6 and len(on_disk["episodes"]) == 3
+    # the first pass of optima is round-robin over the single arms
+    assert [e["arm"] for e in on_disk["episodes"]] == ["vision", "text", "multimodal"]
+    assert all(isinstance(e["reward"], float) for e in on_disk["episodes"])
+    assert {a["arm"]: a["pulls"] for a in on_disk["arms"]} == {"vision": 1, "text": 1, "multimodal": 1}
+    assert on_disk["sizes"]["student_params"] < on_disk["sizes"]["teacher_params"]
+    assert set(on_disk["eval"]["student"]) >= {"i2t_r1", "t2i_r1", "tf_token_acc"}
+    assert "## Arms" in (out / "report.md").read_text()
+    # run.toml is a valid preset that reproduces the config
+    from distillctl.config import validate
+    from distillctl.presets import load_preset
+
+    assert validate(load_preset(out / "run.toml")) == report["config"]
+
+
+def test_safetensors_metadata(smoke_run: tuple[Path, dict[str, Any], dict[str, Any]]) -> None:
+    from distillctl.export import load_student_state
+
+    out, report, _ = smoke_run
+    state, meta = load_student_state(out / "student.safetensors")
+    assert meta["teacher"] == "quickstart" and meta["policy"] == "optima" and meta["arms"] == "single"
+    assert meta["steps"] == "6" and meta["seed"] == "0" and meta["distillctl_version"]
+    assert len(meta["teacher_weights_hash"]) == 64
+    assert json.loads(meta["model_config"])["vision_cfg"]["layers"] == 3
+    # projections are trained, never exported
+    assert not any("proj" in k and k.startswith("projections") for k in state)
+
+
+def test_export_loads_in_open_clip_unchanged(smoke_run: tuple[Path, dict[str, Any], dict[str, Any]]) -> None:
+    import open_clip
+
+    out, report, keep = smoke_run
+    loaded, _, _ = open_clip.create_model_and_transforms(f"local-dir:{out}")
+    loaded.eval()
+    student = keep["student_model"].eval()
+    teacher = keep["teacher"]
+    from distillctl.data.shapes import ShapesDataset
+
+    ds = ShapesDataset("test")
+    images = torch.stack([teacher.transform(ds[i].image) for i in range(6)])
+    text = teacher.tokenizer([ds[i].caption for i in range(6)])
+    with torch.no_grad():
+        a, b = loaded(images, text), student(images, text)
+    torch.testing.assert_close(a["image_features"], b["image_features"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(a["text_features"], b["text_features"], atol=1e-5, rtol=0)
+    # file size within 1% of parameter count x bytes per parameter (fp32)
+    params = sum(p.numel() for p in student.state_dict().values())
+    size = (out / "student.safetensors").stat().st_size
+    assert abs(size - 4 * params) / (4 * params) < 0.01
+
+
+def test_teacher_is_untouched_by_a_run(smoke_run: tuple[Path, dict[str, Any], dict[str, Any]]) -> None:
+    from distillctl.quickstart import load_quickstart_teacher
+
+    _, _, keep = smoke_run
+    teacher = keep["teacher"].model
+    fresh = load_quickstart_teacher().model
+    assert not teacher.training and all(not m.training for m in teacher.modules())
+    assert not any(p.requires_grad for p in teacher.parameters())
+    for (k, a), (_, b) in zip(teacher.state_dict().items(), fresh.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_same_seed_same_arms_and_bit_identical_student(tmp_path: Path) -> None:
+    cfg = smoke_cfg("eval.evaluators=[]", "train.episodes=5", "policy.window=3")
+    r1 = engine.run(cfg, tmp_path / "a")
+    r2 = engine.run(cfg, tmp_path / "b")
+    assert [e["arm"] for e in r1["episodes"]] == [e["arm"] for e in r2["episodes"]]
+    assert [e["reward"] for e in r1["episodes"]] == [e["reward"] for e in r2["episodes"]]
+    a, b = load_file(tmp_path / "a" / "student.safetensors"), load_file(tmp_path / "b" / "student.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # a different seed gives a different student
+    r3 = engine.run(smoke_cfg("eval.evaluators=[]", "train.episodes=5", "policy.window=3", "train.seed=1"), tmp_path / "c")
+    c = load_file(tmp_path / "c" / "student.safetensors")
+    assert r3["episodes"] and not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_fixed_order_all_is_plain_layerwise_distillation(tmp_path: Path) -> None:
+    res = invoke("distill", "--preset", "smoke", "--policy", "fixed-order", "--arms", "all", "--out", str(tmp_path / "o"), *FAST)
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert [e["arm"] for e in report["episodes"]] == ["vision+text+multimodal"] * 3
+    for e in report["episodes"]:  # every module's layerwise term was trained in every episode
+        assert all(e["train"][f"lw/{m}"] > 0 for m in ("vision", "text", "multimodal"))
+
+
+def test_single_arm_trains_only_its_module(tmp_path: Path) -> None:
+    res = invoke("distill", "--preset", "smoke", "--policy", "fixed-order", "--set", "policy.order=['text']",
+                 "--out", str(tmp_path / "o"), *FAST)
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    for e in report["episodes"]:
+        assert e["arm"] == "text"
+        assert "lw/text" in e["train"] and "lw/vision" not in e["train"] and "lw/multimodal" not in e["train"]
+        assert set(e["probe"]) >= {"lw/vision", "lw/text", "lw/multimodal"}  # probe covers every module
+
+
+def test_bare_distill_runs_quickstart_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    res = invoke("distill", "--set", "train.episodes=1", "--set", "train.episode_steps=1",
+                 "--set", "train.batch_size=8", "--set", "train.probe_batches=1", *FAST)
+    assert res.exit_code == 0, res.output
+    assert "running the bundled 'quickstart' preset" in res.output
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1 and runs[0].name.startswith("quickstart-")
+    assert "ratio = 0.5" in (runs[0] / "run.toml").read_text()
+
+
+# ------------------------------------------------------------------------------ bad input
+def test_unknown_names_exit_1_with_suggestion(tmp_path: Path) -> None:
+    res = invoke("distill", "--preset", "smoke", "--policy", "optimal", "--out", str(tmp_path / "o"), *FAST)
+    assert res.exit_code == 1
+    assert "unknown policy 'optimal'" in res.output and "Did you mean 'optima'" in res.output
+    res = invoke("distill", "--preset", "smoke", "--teacher", "coca-largee", "--out", str(tmp_path / "o"), *FAST)
+    assert res.exit_code == 1 and "unknown teacher 'coca-largee'" in res.output and "coca-large" in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_student_deeper_than_teacher(tmp_path: Path) -> None:
+    res = invoke("distill", "--preset", "smoke", "--set", "student.vision=12", "--out", str(tmp_path / "o"), *FAST)
+    assert res.exit_code == 1
+    assert "vision" in res.output and "12" in res.output and "6" in res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_batch_size_larger_than_dataset(tmp_path: Path) -> None:
+    res = invoke("distill", "--preset", "smoke", "--set", "data.length=4", "--batch-size", "8", "--out", str(tmp_path / "o"), *FAST)
+    assert res.exit_code == 1
+    assert "batch size 8 is larger than the 4 items" in res.output and "--batch-size" in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_out_holding_a_run_is_refused_unless_overwrite(smoke_run: tuple[Path, dict[str, Any], dict[str, Any]]) -> None:
+    out, _, _ = smoke_run
+    before = (out / "student.safetensors").read_bytes()
+    res = invoke("distill", "--preset", "smoke", "--out", str(out), *FAST)
+    assert res.exit_code == 1 and "already holds a run" in res.output and "--overwrite" in res.output
+    assert (out / "student.safetensors").read_bytes() == before  # untouched
+
+
+def test_overwrite_replaces_a_run(tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    assert invoke("distill", "--preset", "smoke", "--out", str(out), "--set", "train.episodes=1", *FAST).exit_code == 0
+    res = invoke("distill", "--preset", "smoke", "--out", str(out), "--overwrite", "--set", "train.episodes=2", *FAST)
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "report.json").read_text())["steps"] == 4
+
+
+def test_non_finite_loss_stops_with_episode_and_remedy(tmp_path: Path) -> None:
+    res = invoke("distill", "--preset", "smoke", "--lr", "1e30", "--set", "train.warmup_steps=0",
+                 "--set", "train.grad_clip=0.0", "--out", str(tmp_path / "o"), *FAST)
+    assert res.exit_code == 1, res.output
+    assert "non-finite" in res.output and "episode 1" in res.output and "--lr" in res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_steps_and_episodes_conflict() -> None:
+    res = invoke("distill", "--preset", "smoke", "--steps", "4", "--episodes", "2", *FAST)
+    assert res.exit_code == 2 and "give only one" in res.output
+
+
+def test_steps_sets_the_number_of_episodes(tmp_path: Path) -> None:
+    res = invoke("distill", "--preset", "smoke", "--steps", "4", "--out", str(tmp_path / "o"), *FAST)
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["steps"] == 4 and len(report["episodes"]) == 2
