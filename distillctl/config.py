@@ -74,7 +74,6 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "precision": Field(str, "fp32", choices=("fp32", "bf16")),
         "probe_batches": Field(int, 2, help="held-out batches for the probe loss (rewards)"),
         "probe_batch_size": Field(int, 0, help="0 = batch_size"),
-        "checkpoint_every": Field(int, 0, help="episodes between checkpoints; 0 = only at the end"),
         "threads": Field(int, 0, help="torch CPU threads; 0 = torch default"),
     },
     "loss": {

@@ -54,6 +54,7 @@ def model_config() -> dict[str, Any]:
             "output_tokens": True,
         },
         "multimodal_cfg": {"context_length": CONTEXT_LENGTH, "vocab_size": VOCAB_SIZE, "width": 128, "heads": 4, "layers": 4},
+        "custom_text": True,  # open_clip's factory builds a CoCa from open_clip_config.json only with this key
     }
 
 
@@ -151,16 +152,11 @@ def transform() -> ImageTransform:
     return ImageTransform(PREPROCESS_CONFIG["size"], PREPROCESS_CONFIG["mean"], PREPROCESS_CONFIG["std"])
 
 
-def build_model(cfg: dict[str, Any] | None = None, *, init: bool = True) -> torch.nn.Module:
+def build_model(cfg: dict[str, Any] | None = None, *, init: bool = True, device: str = "cpu") -> torch.nn.Module:
     """A fresh open_clip CoCa from the config, decoder vocab projection initialised."""
-    import open_clip
-    import torch
+    from distillctl.coca.models import build_coca
 
-    model = open_clip.CoCa(**(cfg or model_config()))
-    if init:  # open_clip leaves it torch.empty (OPEN_CLIP.md §9.1)
-        with torch.no_grad():
-            torch.nn.init.normal_(model.text_decoder.text_projection, std=model.text_decoder.width**-0.5)
-    return model
+    return build_coca(cfg or model_config(), device, init_decoder=init)
 
 
 def file_sha256(path: Path) -> str:
@@ -178,8 +174,10 @@ def load_quickstart_teacher(weights: str | None = None, device: str = "cpu") -> 
     from distillctl.interfaces import Teacher
 
     path = WEIGHTS_FILE if weights in (None, "", "bundled") else Path(weights)
-    model = build_model(init=weights == "random")
-    if weights == "random":
+    model = build_model(init=weights == "random", device="meta" if device == "meta" else "cpu")
+    if device == "meta":  # architecture only (``distillctl inspect``): no weights read
+        what, digest = "(not loaded: meta)", ""
+    elif weights == "random":
         what, digest = "random", "random"
     else:
         if not path.is_file():
@@ -199,7 +197,9 @@ def load_quickstart_teacher(weights: str | None = None, device: str = "cpu") -> 
         if bad:
             raise WeightsError(f"{path} does not fit the quickstart architecture (first keys: {', '.join(bad[:3])}).")
         what, digest = ("bundled" if path == WEIGHTS_FILE else str(path)), file_sha256(path)
-    model = model.to(device).eval().requires_grad_(False)
+    if device != "meta":
+        model = model.to(device)
+    model = model.eval().requires_grad_(False)
     tok = tokenizer()
     return Teacher(
         name="quickstart",
