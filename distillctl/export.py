@@ -82,3 +82,21 @@ def load_student_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, s
         meta = f.metadata() or {}
         state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
     return state, meta
+
+
+def load_student(run_dir: Path, device: str = "cpu") -> tuple[torch.nn.Module, dict[str, str]]:
+    """Rebuild an exported student (fp32, eval mode) from ``run_dir/student.safetensors``."""
+    from distillctl.coca.models import build_coca
+    from distillctl.errors import DistillctlError
+
+    path = run_dir / "student.safetensors" if run_dir.is_dir() else run_dir
+    if not path.is_file():
+        raise DistillctlError(f"no student.safetensors in {run_dir}; pass the --out folder of a distill run.")
+    try:
+        state, meta = load_student_state(path)
+        cfg = json.loads(meta["model_config"])
+    except Exception as exc:  # noqa: BLE001 - a foreign or damaged file is bad input
+        raise DistillctlError(f"{path} is not a distillctl student ({type(exc).__name__}: {exc}).") from None
+    model = build_coca(cfg, init_decoder=False)
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    return model.to(device).eval(), meta

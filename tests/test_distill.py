@@ -225,3 +225,30 @@ def test_steps_sets_the_number_of_episodes(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["steps"] == 4 and len(report["episodes"]) == 2
+
+
+# ------------------------------------------------------------------------------ eval
+def test_eval_scores_student_and_teacher_side_by_side(smoke_run: tuple[Path, dict[str, Any], dict[str, Any]]) -> None:
+    out, report, _ = smoke_run
+    res = invoke("eval", str(out), "--samples", "100", "--json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    # same data, same model, same metric as the end-of-run evaluation of distill
+    assert doc["student"]["i2t_r1"] == pytest.approx(report["eval"]["student"]["i2t_r1"])
+    assert doc["teacher"]["tf_token_acc"] == pytest.approx(report["eval"]["teacher"]["tf_token_acc"])
+    res = invoke("eval", str(out), "--samples", "20", "--evaluators", "captioning,efficiency", "--no-teacher")
+    assert res.exit_code == 0, res.output
+    assert "caption_word_acc" in res.output and "params_m" in res.output and "teacher" not in res.output.split("\n")[1]
+
+
+def test_eval_bad_input(smoke_run: tuple[Path, dict[str, Any], dict[str, Any]], tmp_path: Path) -> None:
+    out, _, _ = smoke_run
+    res = invoke("eval", str(tmp_path / "nosuch"))
+    assert res.exit_code == 1 and "no such run" in res.output
+    res = invoke("eval", str(out), "--evaluators", "retreival")
+    assert res.exit_code == 1 and "Did you mean 'retrieval'" in res.output
+    res = invoke("eval", str(out), "--set", "data.colour=red")
+    assert res.exit_code == 2 and "data.colour: unknown option" in res.output
+    (tmp_path / "student.safetensors").write_bytes(b"not a safetensors file")
+    res = invoke("eval", str(tmp_path), "--data", "shapes")
+    assert res.exit_code == 1 and "not a distillctl student" in res.output
