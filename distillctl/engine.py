@@ -286,7 +286,11 @@ def run(
     first = probe_loss()
     state.prev_probe = state.initial_probe = reward_value(first)
     initial_terms = first
-    sampler = BatchSampler(len(train_ds), train["batch_size"], seed, shuffle=len(train_ds) < HUGE, steps=total_steps)
+    # small sources: a seeded permutation per epoch; streams (10^9 procedural items): in order from a
+    # seed-dependent offset, so every seed sees different data and no item repeats
+    stream = len(train_ds) >= HUGE
+    sampler = BatchSampler(len(train_ds), train["batch_size"], seed, shuffle=not stream, steps=total_steps,
+                           offset=seed * 7_919 * 1_000_003 if stream else 0)
     loader = make_loader(train_ds, transform, tokenizer, sampler, workers=cfg["data"]["workers"], pin_memory=device.type == "cuda")
     batches = iter(loader)
     skips = SkipCounter()
@@ -318,7 +322,7 @@ def run(
             loss = terms["total"]
             if not torch.isfinite(loss):
                 raise TrainingError(
-                    f"non-finite loss ({float(loss)}) in episode {episode + 1}, step {state.step + 1}; "
+                    f"non-finite loss ({float(loss.detach())}) in episode {episode + 1}, step {state.step + 1}; "
                     "lower --lr, keep train.grad_clip > 0, or use --precision fp32."
                 )
             optimizer.zero_grad(set_to_none=True)

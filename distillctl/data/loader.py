@@ -75,6 +75,7 @@ class BatchSampler:
         shuffle: bool = True,
         start_step: int = 0,
         steps: int | None = None,
+        offset: int = 0,
     ) -> None:
         if n < 1:
             raise DataError("cannot sample batches from a data source with no items.")
@@ -88,6 +89,7 @@ class BatchSampler:
         self.shuffle = shuffle
         self.start_step = start_step
         self.steps = steps
+        self.offset = offset % n  # sequential streams start here (so a seed still changes the data)
         self._epoch = -1
         self._order: np.ndarray | None = None  # a permutation only when shuffling (streams can be 10^9 long)
 
@@ -108,7 +110,7 @@ class BatchSampler:
             if self.shuffle:
                 out.extend(int(i) for i in self._epoch_order(epoch)[offset : offset + take])
             else:  # sequential: no index array, so a 10^9-item stream costs nothing
-                out.extend(range(offset, offset + take))
+                out.extend((self.offset + i) % self.n for i in range(offset, offset + take))
             pos += take
         return out
 
