@@ -462,10 +462,6 @@ def evaluate_models(
     return out
 
 
-def count_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def build_report(**kw: Any) -> dict[str, Any]:
     cfg, state, arms, policy = kw["cfg"], kw["state"], kw["arms"], kw["policy"]
     pulls = {arm_name(a): 0 for a in arms}
@@ -478,7 +474,7 @@ def build_report(**kw: Any) -> dict[str, Any]:
         for n in pulls
     ]
     teacher, student_model = kw["teacher"], kw["student_model"]
-    t_params, s_params = count_params(teacher.model), count_params(student_model)
+    t_params, s_params = (sum(p.numel() for p in m.parameters()) for m in (teacher.model, student_model))
     timings = kw["timings"]
     return {
         "distillctl_version": __version__,

@@ -8,7 +8,6 @@ script that made them (its docstring has the command, seed and expected numbers)
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -159,18 +158,11 @@ def build_model(cfg: dict[str, Any] | None = None, *, init: bool = True, device:
     return build_coca(cfg or model_config(), device, init_decoder=init)
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_quickstart_teacher(weights: str | None = None, device: str = "cpu") -> Teacher:
     """Bundled tiny CoCa trained on shapes (3.7M params, offline)."""
     from safetensors.torch import load_file
 
+    from distillctl.coca.weights import file_sha256
     from distillctl.interfaces import Teacher
 
     path = WEIGHTS_FILE if weights in (None, "", "bundled") else Path(weights)
