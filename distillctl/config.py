@@ -75,6 +75,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "probe_batches": Field(int, 2, help="held-out batches for the probe loss (rewards)"),
         "probe_batch_size": Field(int, 0, help="0 = batch_size"),
         "threads": Field(int, 0, help="torch CPU threads; 0 = torch default"),
+        "checkpoint_every": Field(int, 0, help="episodes between resumable checkpoints (OUT/checkpoints/last.pt); 0 = none"),
     },
     "loss": {
         "w_task": Field(float, 1.0, help="weight of CoCa's own contrastive + caption loss"),

@@ -55,8 +55,14 @@ class LoopState:
     step: int = 0
     prev_probe: float = float("nan")
     initial_probe: float = float("nan")
+    batches: int = 0  # batches drawn from the sampler (= data position; skipped-empty ones included)
+    samples: int = 0
+    initial_terms: dict[str, float] = field(default_factory=dict)
     episodes: list[dict[str, Any]] = field(default_factory=list)
-    train_curve: list[dict[str, float]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=lambda: {"data_s": 0.0, "compute_s": 0.0, "probe_s": 0.0, "train_s": 0.0})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -83,9 +89,13 @@ def component_options(section: dict[str, Any], section_name: str) -> dict[str, A
 def check_out_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise DistillctlError(f"--out {out} exists and is not a directory; choose another path.")
+    if out.is_dir() and (out / "checkpoints" / "last.pt").exists() and not overwrite:
+        raise DistillctlError(f"--out {out} holds an unfinished run; pass --resume to continue it, or --overwrite.")
     if out.is_dir() and any((out / m).exists() for m in RUN_MARKERS):
         if not overwrite:
             raise DistillctlError(f"--out {out} already holds a run; pass --overwrite to replace it or choose another --out.")
+    if overwrite:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
 
 def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
@@ -182,10 +192,13 @@ def run(
     overwrite: bool = False,
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
     keep: dict[str, Any] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run a validated config; write artifacts to ``out_dir``; return the report dict.
 
     ``keep``, if given, receives the live objects (teacher, student, policy) for callers and tests.
+    ``resume=True`` continues from ``out_dir/checkpoints/last.pt`` (written every
+    ``train.checkpoint_every`` episodes) bit-exactly: same arms, same data, same student.
     """
     emit = on_event or (lambda kind, payload: None)
     t_start = time.perf_counter()
@@ -193,7 +206,12 @@ def run(
     seed = train["seed"]
 
     # ---- 0. preflight: nothing is built (or written) before the cheap checks pass
-    check_out_dir(out_dir, overwrite)
+    ckpt_path = out_dir / "checkpoints" / "last.pt"
+    if resume:
+        if not ckpt_path.is_file():
+            raise DistillctlError(f"nothing to resume in {out_dir}: no checkpoints/last.pt (set train.checkpoint_every).")
+    else:
+        check_out_dir(out_dir, overwrite)
     device = resolve_device(train["device"])
     if train["threads"]:
         torch.set_num_threads(train["threads"])
@@ -283,22 +301,37 @@ def run(
 
     # ---- 4. episodes
     state = LoopState()
-    first = probe_loss()
-    state.prev_probe = state.initial_probe = reward_value(first)
-    initial_terms = first
+    if resume:  # everything the loop mutates comes back: models, optimizer, schedule, policy, RNGs, data position
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        student_model.load_state_dict(ckpt["student"])
+        projections.load_state_dict(ckpt["projections"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        policy.load_state_dict(json.loads(ckpt["policy"]))
+        state = LoopState(**json.loads(ckpt["loop"]))
+        _set_rng_state(ckpt["rng"])
+        emit("status", {"message": f"resuming after episode {state.episode} (step {state.step})"})
+    else:
+        first = probe_loss()
+        state.prev_probe = state.initial_probe = reward_value(first)
+        state.initial_terms = first
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "run.toml").write_text(_run_toml(cfg), encoding="utf-8")  # what --resume reads back
     # small sources: a seeded permutation per epoch; streams (10^9 procedural items): in order from a
     # seed-dependent offset, so every seed sees different data and no item repeats
     stream = len(train_ds) >= HUGE
     sampler = BatchSampler(len(train_ds), train["batch_size"], seed, shuffle=not stream, steps=total_steps,
-                           offset=seed * 7_919 * 1_000_003 if stream else 0)
+                           start_step=state.batches, offset=seed * 7_919 * 1_000_003 if stream else 0)
     loader = make_loader(train_ds, transform, tokenizer, sampler, workers=cfg["data"]["workers"], pin_memory=device.type == "cuda")
     batches = iter(loader)
     skips = SkipCounter()
-    timings = {"data_s": 0.0, "compute_s": 0.0, "probe_s": 0.0}
-    samples_seen = 0
-    t_train = time.perf_counter()
-    emit("start", {"episodes": train["episodes"], "steps": total_steps, "arms": [arm_name(a) for a in arms]})
-    for episode in range(train["episodes"]):
+    if resume:
+        skips.load_state_dict(json.loads(ckpt["skips"]))
+    timings = state.timings
+    t_train = time.perf_counter() - timings["train_s"]
+    emit("start", {"episodes": train["episodes"], "steps": total_steps, "arms": [arm_name(a) for a in arms],
+                   "done": state.episode})
+    for episode in range(state.episode, train["episodes"]):
         arm_idx = policy.select(episode)
         arm = arms[arm_idx]
         s_paths, t_paths = objective.student_paths(arm), objective.teacher_paths(arm)  # only this arm's layers
@@ -306,6 +339,7 @@ def run(
         for _ in range(train["episode_steps"]):
             td = time.perf_counter()
             batch = next(batches)
+            state.batches += 1
             skips.add(batch.skipped)
             if len(batch) == 0:  # every item of this step was unreadable: nothing to learn from
                 continue
@@ -336,7 +370,7 @@ def run(
                 torch.cuda.synchronize()
             timings["compute_s"] += time.perf_counter() - tc
             state.step += 1
-            samples_seen += len(batch)
+            state.samples += len(batch)
             for k, v in terms.items():  # accumulate on device: no host sync inside the episode
                 ep_sums[k] = ep_sums[k] + v.detach() if k in ep_sums else v.detach()
         ep_terms = {k: float(v) / train["episode_steps"] for k, v in ep_sums.items()}
@@ -365,11 +399,13 @@ def run(
         }
         state.episodes.append(record)
         state.episode = episode + 1
-        elapsed = time.perf_counter() - t_train
-        emit("episode", {**record, "samples_per_s": samples_seen / max(elapsed, 1e-9)})
+        timings["train_s"] = time.perf_counter() - t_train
+        emit("episode", {**record, "samples_per_s": state.samples / max(timings["train_s"], 1e-9)})
         call_observers("on_episode_end", episode=episode + 1, arm=arm, reward=reward, probe_loss=p,
                        state={"step": state.step, "losses": ep_terms, "posterior": record["posterior"]})
-    train_s = time.perf_counter() - t_train
+        if train["checkpoint_every"] and (episode + 1) % train["checkpoint_every"] == 0 and episode + 1 < train["episodes"]:
+            save_checkpoint(ckpt_path, student_model, projections, optimizer, scheduler, policy, state, skips)
+    timings["train_s"] = time.perf_counter() - t_train
     del batches, loader
     if keep is not None:
         keep.update(teacher=teacher, student=student, student_model=student_model, policy=policy, arms=arms)
@@ -386,16 +422,55 @@ def run(
     evaluation = evaluate_models(cfg, teacher, student_model, device, emit)
     report = build_report(
         cfg=cfg, teacher=teacher, student_model=student_model, student=student, arms=arms, policy=policy, state=state,
-        initial=initial_terms, timings={**timings, "train_s": train_s, "total_s": time.perf_counter() - t_start},
-        samples=samples_seen, device=device, export=export, evaluation=evaluation, skips=skips,
+        initial=state.initial_terms, timings={**timings, "total_s": time.perf_counter() - t_start},
+        samples=state.samples, device=device, export=export, evaluation=evaluation, skips=skips,
         projections=projections, pairs=pairs,
     )
     from distillctl.report import write_reports
 
-    (out_dir / "run.toml").write_text(_run_toml(cfg), encoding="utf-8")
     write_reports(report, out_dir)
+    if ckpt_path.parent.is_dir():  # the run is complete: its resume state is no longer needed
+        shutil.rmtree(ckpt_path.parent, ignore_errors=True)
     call_observers("on_run_end", out_dir=str(out_dir), report=report)
     return report
+
+
+def save_checkpoint(path: Path, student_model: torch.nn.Module, projections: torch.nn.Module, optimizer: Any,
+                    scheduler: Any, policy: Any, state: LoopState, skips: SkipCounter) -> None:
+    """Atomic: write to a temporary file, then rename over ``last.pt`` (a crash never leaves half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {
+        "student": student_model.state_dict(),
+        "projections": projections.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "policy": json.dumps(policy.state_dict()),
+        "loop": json.dumps(state.to_dict()),
+        "rng": _rng_state(),
+        "skips": json.dumps(skips.state_dict()),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    out: dict[str, Any] = {"torch": torch.get_rng_state(), "python": json.dumps(random.getstate()),
+                           "numpy": json.dumps([np_state[1].tolist(), *np_state[2:]])}
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def _set_rng_state(rng: dict[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"].cpu())
+    py = json.loads(rng["python"])
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    keys, pos, has_gauss, cached = json.loads(rng["numpy"])
+    np.random.set_state(("MT19937", np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([t.cpu() for t in rng["cuda"]])
 
 
 def _run_toml(cfg: dict[str, Any]) -> str:
@@ -515,8 +590,7 @@ def remove_partial(out_dir: Path, created: bool) -> None:
     if created:
         shutil.rmtree(out_dir, ignore_errors=True)
         return
-    for name in ("student.safetensors", "open_clip_config.json", "open_clip_model.safetensors", "report.json",
-                 "report.md", "run.toml"):
+    for name in ("student.safetensors", "open_clip_config.json", "report.json", "report.md", "run.toml"):
         with contextlib.suppress(OSError):
             (out_dir / name).unlink()
 

@@ -286,3 +286,41 @@ def test_offline_tag_through_distill_is_one_line(tmp_path: Path, monkeypatch: py
     assert len(out.splitlines()) == 1 and "--teacher-weights" in out and "empty-cache" in out
     assert elapsed < 30  # generous: the < 5 s figure is measured by a benchmark, not a timed test
     assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------------ checkpoints and resume
+class _Crash(Exception):
+    pass
+
+
+def test_resume_after_a_crash_is_bit_exact(tmp_path: Path) -> None:
+    cfg = smoke_cfg("eval.evaluators=[]", "train.episodes=4", "train.checkpoint_every=1", "policy.window=3")
+    straight = engine.run(cfg, tmp_path / "straight")
+
+    def crash_after_two(kind: str, payload: dict[str, Any]) -> None:
+        if kind == "episode" and payload["episode"] == 2:
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        engine.run(cfg, tmp_path / "crashed", on_event=crash_after_two)
+    ckpt_dir = tmp_path / "crashed" / "checkpoints"
+    assert (ckpt_dir / "last.pt").is_file() and not (tmp_path / "crashed" / "student.safetensors").exists()
+    # the unfinished run is protected, then resumed from the CLI
+    res = invoke("distill", "--preset", "smoke", "--out", str(tmp_path / "crashed"), *FAST)
+    assert res.exit_code == 1 and "--resume" in res.output
+    res = invoke("distill", "--resume", "--out", str(tmp_path / "crashed"), "--quiet")
+    assert res.exit_code == 0, res.output
+    resumed = json.loads((tmp_path / "crashed" / "report.json").read_text())
+    assert [e["arm"] for e in resumed["episodes"]] == [e["arm"] for e in straight["episodes"]]
+    assert [e["reward"] for e in resumed["episodes"]] == [e["reward"] for e in straight["episodes"]]
+    a = load_file(tmp_path / "straight" / "student.safetensors")
+    b = load_file(tmp_path / "crashed" / "student.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not ckpt_dir.exists()  # a finished run drops its resume state
+
+
+def test_resume_bad_input(tmp_path: Path) -> None:
+    res = invoke("distill", "--resume", "--out", str(tmp_path))
+    assert res.exit_code == 2 and "nothing to resume" in res.output
+    res = invoke("distill", "--resume", "--out", str(tmp_path), "--lr", "0.1")
+    assert res.exit_code == 2 and "--resume takes only --out" in res.output

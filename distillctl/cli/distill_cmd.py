@@ -56,6 +56,7 @@ def register(app: typer.Typer) -> None:
         export_dtype: Annotated[str | None, typer.Option(help="Dtype of student.safetensors: fp32 | bf16 | fp16.")] = None,
         out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (default: runs/<preset>-<time>).")] = None,
         overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
+        resume: Annotated[bool, typer.Option(help="Continue the unfinished run in --out from its last checkpoint.")] = False,
         set_: Annotated[list[str] | None, typer.Option("--set", help="Override any config value: section.key=value (repeatable).")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or tables (CI).")] = False,
     ) -> None:
@@ -74,6 +75,17 @@ def register(app: typer.Typer) -> None:
                       "device": device, "precision": precision, "seed": seed},
             "export": {"dtype": export_dtype},
         }
+        if resume:
+            given = any(v is not None for t in flags.values() for v in t.values())
+            if out is None or given or preset or steps or set_ or overwrite:
+                raise UsageError("--resume takes only --out (and --quiet): the run continues with the config in OUT/run.toml.")
+            from distillctl.config import load_toml, validate
+
+            if not (out / "run.toml").is_file():
+                raise UsageError(f"nothing to resume in {out}: no run.toml.")
+            cfg = validate(load_toml(out / "run.toml"), source=str(out / "run.toml"))
+            run_with_display(cfg, out, overwrite=False, quiet=quiet, resume=True)
+            return
         cfg, preset_name = build_config(preset, flags, list(set_ or []))
         if steps is not None:
             if steps < 1:
@@ -87,7 +99,7 @@ def register(app: typer.Typer) -> None:
         run_with_display(cfg, out_dir, overwrite=overwrite, quiet=quiet)
 
 
-def run_with_display(cfg: dict[str, Any], out_dir: Path, *, overwrite: bool, quiet: bool) -> dict[str, Any]:
+def run_with_display(cfg: dict[str, Any], out_dir: Path, *, overwrite: bool, quiet: bool, resume: bool = False) -> dict[str, Any]:
     """Run the engine with a live progress display; clean up on failure; print the summary."""
     from rich.progress import (
         BarColumn,
@@ -99,6 +111,7 @@ def run_with_display(cfg: dict[str, Any], out_dir: Path, *, overwrite: bool, qui
     )
 
     from distillctl import engine
+    from distillctl.errors import DistillctlError
 
     con = console()
     existed = out_dir.exists()
@@ -123,7 +136,8 @@ def run_with_display(cfg: dict[str, Any], out_dir: Path, *, overwrite: bool, qui
         if kind == "status":
             con.print(f"[dim]{payload['message']}[/dim]")
         elif kind == "start":
-            task = progress.add_task("distill", total=payload["episodes"], info=f"arms: {', '.join(payload['arms'])}")
+            task = progress.add_task("distill", total=payload["episodes"], completed=payload.get("done", 0),
+                                     info=f"arms: {', '.join(payload['arms'])}")
             progress.start()
         elif kind == "episode" and task is not None:
             info = (f"arm [cyan]{payload['arm']:<12}[/cyan] loss {payload['train'].get('total', float('nan')):.4g} "
@@ -132,10 +146,14 @@ def run_with_display(cfg: dict[str, Any], out_dir: Path, *, overwrite: bool, qui
             progress.update(task, completed=payload["episode"], info=info)
 
     try:
-        report = engine.run(cfg, out_dir, overwrite=overwrite, on_event=on_event)
-    except BaseException:
+        report = engine.run(cfg, out_dir, overwrite=overwrite, on_event=on_event, resume=resume)
+    except BaseException as exc:
         progress.stop()
-        if not (existed and any((out_dir / m).exists() for m in engine.RUN_MARKERS) and not overwrite):
+        if (out_dir / "checkpoints" / "last.pt").is_file():  # a complete checkpoint is kept, not half-written
+            if not isinstance(exc, DistillctlError) or "holds" not in str(exc):
+                con.print(f"[yellow]checkpoint kept: continue with `distillctl distill --resume --out {out_dir}`[/yellow]",
+                          highlight=False)
+        elif not (existed and any((out_dir / m).exists() for m in engine.RUN_MARKERS) and not overwrite):
             engine.remove_partial(out_dir, created=not existed)
         raise
     progress.stop()
