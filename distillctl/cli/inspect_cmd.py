@@ -320,28 +320,36 @@ def render(doc: dict[str, Any]) -> None:
     t, s = doc["teacher"], doc["student"]
     title = f"teacher {t['name']}" + (f" -> student {s['name']}" if s else "") + f"  (built on {t['built_on']}, no weights read)" * (t["built_on"] == "meta")
     table = Table(title=title, title_justify="left", caption=doc["counts"], caption_justify="left")
+    wide = out.width >= 110  # the tower and blocks-only columns fit; --json always has them
     table.add_column("module", style="bold")
-    table.add_column("tower")
-    table.add_column("teacher layers x width", justify="right")
-    table.add_column("teacher params", justify="right")
-    table.add_column("teacher blocks", justify="right")
+    if wide:
+        table.add_column("tower")
+    table.add_column("teacher L x W", justify="right")
+    table.add_column("params", justify="right")
+    if wide:
+        table.add_column("blocks", justify="right")
     if s:
-        table.add_column("student layers x width", justify="right")
-        table.add_column("student params", justify="right")
-        table.add_column("student blocks", justify="right")
+        table.add_column("student L x W", justify="right")
+        table.add_column("params", justify="right")
+        if wide:
+            table.add_column("blocks", justify="right")
         table.add_column("ratio", justify="right")
     s_mods = {m["name"]: m for m in s["modules"]} if s else {}
     for m in t["modules"]:
-        row = [m["name"], m["tower"], f"{m['layers']} x {m['width']}", _m(m["params"]), _m(m["block_params"])]
+        row = [m["name"], *([m["tower"]] if wide else []), f"{m['layers']} x {m['width']}", _m(m["params"]),
+               *([_m(m["block_params"])] if wide else [])]
         if s:
             sm = s_mods.get(m["name"])
             ratio = doc["compression"]["modules"].get(m["name"])
-            row += [f"{sm['layers']} x {sm['width']}", _m(sm["params"]), _m(sm["block_params"])] if sm else ["-"] * 3
+            if sm:
+                row += [f"{sm['layers']} x {sm['width']}", _m(sm["params"]), *([_m(sm["block_params"])] if wide else [])]
+            else:
+                row += ["-"] * (3 if wide else 2)
             row.append("-" if ratio is None else f"{ratio:.3f}")
         table.add_row(*row)
-    total = ["total", "", "", _m(t["params"]), ""]
+    total = ["total", *([""] if wide else []), "", _m(t["params"]), *([""] if wide else [])]
     if s:
-        total += ["", _m(s["params"]), "", f"{doc['compression']['params']:.3f}"]
+        total += ["", _m(s["params"]), *([""] if wide else []), f"{doc['compression']['params']:.3f}"]
     table.add_row(*total, style="bold")
     out.print(table)
 
