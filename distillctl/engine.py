@@ -297,7 +297,7 @@ def run(
         return sums
 
     def reward_value(terms: dict[str, float]) -> float:
-        return terms[{"total": "total", "layerwise": "layerwise", "task": "task"}[loss_cfg["reward_loss"]]]
+        return terms[loss_cfg["reward_loss"]]  # "total" | "layerwise" | "task"
 
     # ---- 4. episodes
     state = LoopState()

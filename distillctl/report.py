@@ -74,7 +74,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "## Episodes",
         "",
-        f"probe loss: `{sparkline([e['probe_loss'] for e in eps])}` "
+        f"probe loss: `{sparkline([report['initial_probe'].get('total', float('nan'))] + [e['probe']['total'] for e in eps])}` "
         f"({fmt(report['initial_probe'].get('total'))} → {fmt(report['final_probe'].get('total'))})",
         "",
         "| episode | arm | reward | probe loss | train loss | lr |",
@@ -91,7 +91,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", f"## Evaluation ({cfg['data']['name']} {split} split)", "",
                   "| metric | student | teacher | student / teacher |", "|---|---|---|---|"]
         for k, s, t, r in rows:
-            lines.append(f"| {k} | {fmt(s)} | {fmt(t)} | {fmt(r, 3)} |")
+            lines.append(f"| {k} | {fmt(s)} | {fmt(t)} | {'-' if r is None else f'{r:.0%}'} |")
     if report["skipped"]["summary"]:
         lines += ["", f"Data: {report['skipped']['summary']}"]
     t = report["timings"]

@@ -9,8 +9,8 @@ then copy ``runs/quickstart-teacher/teacher.safetensors`` to ``distillctl/quicks
 Recipe (seed 0, deterministic data; step-based schedule, so the result does not depend on how busy
 the machine is): open_clip ``CoCa`` from :func:`distillctl.quickstart.model_config`, CoCaLoss
 (caption 2.0, contrastive 1.0, pad 0), AdamW (lr 1e-3, betas 0.9/0.98, weight decay 0.05 on
-matrices only), grad clip 1.0, batch 128, 100 warm-up steps then cosine to zero. Each batch is half
-random ``train`` samples and half one ``hard-train`` group (2-3 objects from one pair of colours and
+matrices only), grad clip 1.0, batch 128, 1,400 steps: 100 warm-up steps then cosine to zero. Each
+batch is 96 random ``train`` samples plus 32 from one ``hard-train`` group (2-3 objects from one pair of colours and
 one pair of shapes): in-batch hard negatives, so the contrastive loss has to learn shapes and
 relations, not only colours.
 
@@ -38,9 +38,9 @@ from distillctl.quickstart import build_model, model_config, tokenizer, transfor
 def main(argv: list[str] | None = None) -> dict[str, float]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=1400)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--hard-fraction", type=float, default=0.5)
+    p.add_argument("--hard-fraction", type=float, default=0.25)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
@@ -97,8 +97,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         opt.step()
         if step % args.log_every == 0 or step == args.steps - 1:
             el = time.perf_counter() - t0
-            rec = {"step": step, "loss": float(loss), "contrastive": float(losses["contrastive_loss"]),
-                   "caption": float(losses["caption_loss"]), "lr": lr_at(step), "elapsed_s": round(el, 1)}
+            rec = {"step": step, "loss": float(loss.detach()), "contrastive": float(losses["contrastive_loss"].detach()),
+                   "caption": float(losses["caption_loss"].detach()), "lr": lr_at(step), "elapsed_s": round(el, 1)}
             log.append(rec)
             print(json.dumps(rec), flush=True)
         if (step + 1) % args.save_every == 0 or step == args.steps - 1:
