@@ -1,5 +1,6 @@
-"""Start-up benchmarks (not collected by pytest): ``distillctl --help`` wall time, and the time to
-load the bundled quickstart teacher (in a fresh process, imports included and excluded).
+"""Start-up benchmarks (not collected by pytest): ``distillctl --help`` wall time, the time to
+load the bundled quickstart teacher (in a fresh process, imports included and excluded), and the
+time until ``distill --teacher coca-large`` fails offline with its one-line message.
 
     .venv/bin/python tests/benchmarks/bench_startup.py [--runs 7]
 """
@@ -44,7 +45,21 @@ def main() -> None:
         rec = json.loads(out)
         rec["process_s"] = time.perf_counter() - t
         loads.append(rec)
+    tags = []
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "HF_HUB_CACHE": cache}
+        env.pop("HF_HUB_OFFLINE", None)  # as a new user would run it: no offline flag, just no network
+        for _ in range(3):
+            t = time.perf_counter()
+            r = subprocess.run([str(EXE), "distill", "--preset", "smoke", "--teacher", "coca-large", "--out",
+                                f"{cache}/never", "--quiet"], capture_output=True, text=True, env=env)
+            tags.append(time.perf_counter() - t)
+            assert r.returncode == 1 and "--teacher-weights" in r.stderr + r.stdout, r.stderr
     print(json.dumps({
+        "offline_tag_error_median_s": round(statistics.median(tags), 3),
         "help_median_s": round(statistics.median(helps), 3),
         "help_runs_s": [round(x, 3) for x in helps],
         "teacher_load_median_s": round(statistics.median(r["load_s"] for r in loads), 3),
