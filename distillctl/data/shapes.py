@@ -39,6 +39,7 @@ COLOURS = {
     "cyan": (40, 210, 220),
 }
 SIZES = {"small": (5, 7), "large": (10, 13)}  # radius range at 64 px
+SIZE_NAMES = tuple(SIZES)
 RELATIONS = ("left of", "above", "below")
 VOCAB_WORDS = ("a", *SIZES, *COLOURS, *SHAPES, "left", "of", "above", "below")
 
@@ -100,6 +101,12 @@ def _polygon(shape: str, x: float, y: float, r: float) -> list[tuple[float, floa
     raise ValueError(shape)
 
 
+def _pick(rng: np.random.Generator, n: int) -> int:
+    """``rng.choice(seq)`` for a sequence of length ``n``, without its per-call array overhead
+    (same draw: ``Generator.choice`` of a uniform population is ``integers(0, n)``)."""
+    return int(rng.integers(0, n))
+
+
 def _group_palette(seed: int, split_code: int, group: int) -> tuple[list[str], list[str]]:
     rng = np.random.default_rng([seed, split_code, group, 7919])
     colours = list(rng.choice(list(COLOURS), size=2, replace=False))
@@ -115,14 +122,14 @@ def generate(seed: int, split: str, index: int, image_size: int = 64) -> tuple[I
     hard = split in ("hard", "hard-train")
     if hard:
         colours, shapes = _group_palette(seed, code, index // GROUP)
-        n = int(rng.choice([2, 3]))
+        n = (2, 3)[_pick(rng, 2)]
     else:
         colours, shapes = list(COLOURS), list(SHAPES)
         n = int(rng.choice([1, 2, 3], p=[0.2, 0.4, 0.4]))
     for _attempt in range(200):
         objs: list[Obj] = []
         for _ in range(n):
-            size = str(rng.choice(list(SIZES)))
+            size = SIZE_NAMES[_pick(rng, 2)]
             lo, hi = SIZES[size]
             r = float(rng.uniform(lo, hi)) * scale
             for _try in range(50):
@@ -132,7 +139,8 @@ def generate(seed: int, split: str, index: int, image_size: int = 64) -> tuple[I
                     break
             else:
                 break
-            objs.append(Obj(str(rng.choice(shapes)), str(rng.choice(colours)), size, x, y, r))
+            shape = shapes[_pick(rng, len(shapes))]
+            objs.append(Obj(shape, colours[_pick(rng, len(colours))], size, x, y, r))
         if len(objs) < n:
             continue
         objs.sort(key=lambda o: o.x)
@@ -147,7 +155,7 @@ def generate(seed: int, split: str, index: int, image_size: int = 64) -> tuple[I
     draw = ImageDraw.Draw(img)
     for o in objs:
         jitter = rng.integers(-15, 16, size=3)
-        fill = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(COLOURS[o.colour], jitter, strict=True))
+        fill = tuple(min(255, max(0, c + int(j))) for c, j in zip(COLOURS[o.colour], jitter, strict=True))
         if o.shape == "circle":
             draw.ellipse([o.x - o.r, o.y - o.r, o.x + o.r, o.y + o.r], fill=fill)
         else:
