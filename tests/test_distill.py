@@ -324,3 +324,37 @@ def test_resume_bad_input(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "nothing to resume" in res.output
     res = invoke("distill", "--resume", "--out", str(tmp_path), "--lr", "0.1")
     assert res.exit_code == 2 and "--resume takes only --out" in res.output
+
+
+# ------------------------------------------------------------------------------ observers and third-party components
+def test_observer_hooks_see_every_episode_and_the_run_end(tmp_path: Path, use_plugins: Any, plugin: Any) -> None:
+    episodes: list[tuple[int, tuple[str, ...], float]] = []
+    ends: list[tuple[str, int]] = []
+
+    def on_episode_end(episode: int, arm: tuple[str, ...], reward: float, probe_loss: float, state: dict[str, Any]) -> None:
+        episodes.append((episode, arm, reward))
+        assert state["step"] == 2 * episode and probe_loss > 0
+
+    def on_run_end(out_dir: str, report: dict[str, Any]) -> None:
+        ends.append((out_dir, report["steps"]))
+
+    use_plugins(plugin("watcher", on_episode_end=on_episode_end, on_run_end=on_run_end))
+    report = engine.run(smoke_cfg("eval.evaluators=[]"), tmp_path / "o")
+    assert [e[0] for e in episodes] == [1, 2, 3]
+    assert [e[1] for e in episodes] == [("vision",), ("text",), ("multimodal",)]
+    assert [e[2] for e in episodes] == [e["reward"] for e in report["episodes"]]
+    assert ends == [(str(tmp_path / "o"), 6)]
+
+
+def test_a_third_party_policy_drives_the_real_loop(tmp_path: Path, use_plugins: Any, plugin: Any) -> None:
+    from distillctl.policies import FixedOrderPolicy
+
+    def only_last(*, arms: list[tuple[str, ...]], seed: int) -> Any:
+        """Always the last arm."""
+        return FixedOrderPolicy(arms, seed, order=["+".join(arms[-1])])
+
+    use_plugins(plugin("lastarm", register_policies=lambda register: register("last-arm", only_last)))
+    res = invoke("distill", "--preset", "smoke", "--policy", "last-arm", "--out", str(tmp_path / "o"), *FAST)
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert [e["arm"] for e in report["episodes"]] == ["multimodal"] * 3
