@@ -358,3 +358,27 @@ def test_a_third_party_policy_drives_the_real_loop(tmp_path: Path, use_plugins: 
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert [e["arm"] for e in report["episodes"]] == ["multimodal"] * 3
+
+
+def test_config_student_of_other_widths_gets_projections_that_are_not_exported(tmp_path: Path) -> None:
+    import open_clip
+
+    from distillctl.quickstart import model_config
+
+    cfg = model_config()
+    cfg["embed_dim"] = 64
+    cfg["vision_cfg"] = {**cfg["vision_cfg"], "layers": 3, "width": 96, "attn_pooler_heads": 2}
+    cfg["text_cfg"] = {**cfg["text_cfg"], "width": 64, "heads": 2, "layers": 2}
+    cfg["multimodal_cfg"] = {**cfg["multimodal_cfg"], "width": 64, "heads": 2, "layers": 2}
+    path = tmp_path / "student.json"
+    path.write_text(json.dumps(cfg))
+    # --student replaces the preset's layer-subset options (smoke sets student.ratio)
+    res = invoke("distill", "--preset", "smoke", "--student", "config", "--set", f"student.config={path}",
+                 "--policy", "fixed-order", "--arms", "all", "--out", str(tmp_path / "o"), *FAST)
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["student"]["projections"] == 3 + 2 + 4  # every pair differs in width: vision 96->128, text/mm 64->128
+    assert all(e["train"]["lw/vision"] > 0 for e in report["episodes"])
+    state = load_file(tmp_path / "o" / "student.safetensors")
+    model = open_clip.create_model(f"local-dir:{tmp_path / 'o'}")
+    assert set(state) == set(model.state_dict())  # weights only: no projection in the file

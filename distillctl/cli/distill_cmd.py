@@ -25,11 +25,18 @@ def build_config(
     overrides: list[str],
 ) -> tuple[dict[str, Any], str]:
     """Preset < flags < --set; returns (validated config, preset name used)."""
-    from distillctl.config import apply_overrides, merge, validate
+    from distillctl.config import COMPONENT_FIELDS, apply_overrides, merge, validate
     from distillctl.presets import load_preset
 
     name = preset or DEFAULT_PRESET
     base = load_preset(name)
+    for section, table in flags.items():
+        # a flag that names another component drops the preset's options for the old one
+        # (`--student config` on a preset with `student.ratio` must not inherit `ratio`)
+        new_name = table.get("name")
+        if new_name is not None and isinstance(base.get(section), dict) and base[section].get("name") != new_name:
+            generic = set(COMPONENT_FIELDS[section]) - {"name", "weights"}  # e.g. policy.arms, data.workers
+            base = {**base, section: {k: v for k, v in base[section].items() if k in generic}}
     cfg = merge(base, {s: {k: v for k, v in t.items() if v is not None} for s, t in flags.items()})
     cfg = apply_overrides(cfg, overrides)
     return validate(cfg, source=f"preset {name}"), name
