@@ -382,3 +382,24 @@ def test_config_student_of_other_widths_gets_projections_that_are_not_exported(t
     state = load_file(tmp_path / "o" / "student.safetensors")
     model = open_clip.create_model(f"local-dir:{tmp_path / 'o'}")
     assert set(state) == set(model.state_dict())  # weights only: no projection in the file
+
+
+def test_bad_images_are_skipped_and_counted_at_the_end_of_a_run(tmp_path: Path) -> None:
+    from distillctl.data.shapes import ShapesDataset
+
+    ds = ShapesDataset("val")
+    rows = ["filepath,title"]
+    for i in range(24):
+        ds[i].image.save(tmp_path / f"img{i}.png")
+        rows.append(f"img{i}.png,{ds[i].caption}")
+    ds[30].image.save(tmp_path / "cut.jpg")
+    data = (tmp_path / "cut.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])  # truncated JPEG
+    rows[3:3] = ["cut.jpg,a small red circle", "gone.png,a large blue square"]  # in the train split
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    res = invoke("distill", "--preset", "smoke", "--data", "csv", "--set", f"data.path={tmp_path / 'train.csv'}",
+                 "--batch-size", "4", "--out", str(tmp_path / "o"), *FAST)
+    assert res.exit_code == 0, res.output
+    assert "skipped 2 images (first:" in res.output
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["skipped"]["count"] == 2 and report["steps"] == 6
