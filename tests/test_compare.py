@@ -60,3 +60,28 @@ def test_summary_math() -> None:
     rows = {r["label"]: r for r in s["rows"]}
     assert rows["fast"]["steps_to_target"] == (15.0, 5 * 2**0.5) and rows["slow"]["steps_to_target"] == (30.0, 0.0)
     assert rows["fast"]["final_probe"] == (1.0, 0.0)
+
+
+def test_simulate_command_runs_without_torch_and_ranks_optima_first() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json; from typer.testing import CliRunner; from distillctl.cli import app; "
+        "r = CliRunner().invoke(app, ['simulate', '--switch', '200:0.01,0.02,0.05', '--seeds', '4', '--json']); "
+        "print(json.dumps({'code': r.exit_code, 'out': r.output, 'torch': 'torch' in sys.modules}))"
+    )
+    res = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert res["code"] == 0 and res["torch"] is False
+    rows = {r["policy"]: r for r in json.loads(res["out"])["rows"]}
+    assert rows["optima"]["regret_mean"] < rows["uniform"]["regret_mean"] / 2
+    assert rows["optima"]["best_fraction_mean"] > 0.6 > rows["fixed-order"]["best_fraction_mean"]
+
+
+def test_simulate_bad_input() -> None:
+    res = runner.invoke(app, ["simulate", "--switch", "soon:0.1,0.2,0.3"])
+    assert res.exit_code == 2 and "EPISODE:MEANS" in res.output
+    res = runner.invoke(app, ["simulate", "--means", "a,b"])
+    assert res.exit_code == 2 and "--means takes comma-separated numbers" in res.output
+    res = runner.invoke(app, ["simulate", "--switch", "100:0.1,0.2"])
+    assert res.exit_code == 1 and "same number of arms" in res.output
