@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from distillctl import __version__
 from distillctl.config import COMPONENT_FIELDS, dumps_toml
@@ -595,8 +594,4 @@ def remove_partial(out_dir: Path, created: bool) -> None:
             (out_dir / name).unlink()
 
 
-def to_json(obj: Any) -> str:
-    return json.dumps(obj, indent=1, default=lambda o: o if not isinstance(o, float) else float(o))
-
-
-__all__ = ["LoopState", "Objective", "run", "remove_partial", "F"]
+__all__ = ["LoopState", "Objective", "remove_partial", "run", "save_checkpoint"]
