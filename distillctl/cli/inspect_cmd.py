@@ -53,8 +53,10 @@ def inspect(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Batch size of the memory estimate.")] = 32,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON document for scripts.")] = False,
 ) -> None:
-    """Show a teacher's (and a student's) modules, layers, widths, parameters, layer map, projections and
-    estimated training memory, without reading any weights (the models are built on the meta device)."""
+    """Sizes, layer map, projections and training-memory estimate of a teacher (and student), no weights read.
+
+    The models are built on the meta device: no weights are read and no memory is used.
+    """
     doc = inspect_document(teacher, student, overrides or [], batch_size)
     if as_json:
         echo_json(doc)
