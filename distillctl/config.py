@@ -247,6 +247,23 @@ def validate(cfg: dict[str, Any], *, source: str | None = None, check_components
     return out
 
 
+def component_options(section: dict[str, Any], section_name: str) -> dict[str, Any]:
+    """The plugin options of a component section (everything but the section's fixed keys)."""
+    fixed = set(COMPONENT_FIELDS[section_name])
+    return {k: v for k, v in section.items() if k not in fixed}
+
+
+def preflight_teacher(cfg: dict[str, Any]) -> None:
+    """Run the teacher factory's optional cheap ``preflight`` (no torch): weights that cannot be had
+    fail in a second, before torch or open_clip is imported."""
+    from distillctl.plugins import registry
+
+    entry = registry("teacher").get(cfg["teacher"]["name"])
+    check = getattr(entry.factory, "preflight", None)
+    if check is not None:
+        check(weights=cfg["teacher"].get("weights"), **component_options(cfg["teacher"], "teacher"))
+
+
 def load_toml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")

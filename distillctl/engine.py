@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from distillctl import __version__
-from distillctl.config import COMPONENT_FIELDS, dumps_toml
+from distillctl.config import component_options, dumps_toml, preflight_teacher
 from distillctl.data import SkipItem
 from distillctl.data.loader import BatchSampler, SkipCounter, check_batch_size, check_usable, make_loader
 from distillctl.errors import DistillctlError, TrainingError
@@ -77,12 +77,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def component_options(section: dict[str, Any], section_name: str) -> dict[str, Any]:
-    """The plugin options of a component section (everything but the fixed keys)."""
-    fixed = set(COMPONENT_FIELDS[section_name])
-    return {k: v for k, v in section.items() if k not in fixed}
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
@@ -211,6 +205,7 @@ def run(
             raise DistillctlError(f"nothing to resume in {out_dir}: no checkpoints/last.pt (set train.checkpoint_every).")
     else:
         check_out_dir(out_dir, overwrite)
+    preflight_teacher(cfg)
     device = resolve_device(train["device"])
     if train["threads"]:
         torch.set_num_threads(train["threads"])

@@ -43,6 +43,10 @@ def register_teachers(register: Register) -> None:
 
     ``weights`` is the user's ``--teacher-weights`` (a path, ``local-dir:DIR``, a pretrained tag,
     ``random``) or None for the teacher's default. Returns a :class:`distillctl.interfaces.Teacher`.
+
+    Optional: ``factory.preflight(weights=..., **options)``, a cheap check that imports no torch,
+    called before anything heavy is imported or built, so that weights that cannot be had fail
+    in a second with one line (the built-in ``coca-large`` uses it for offline tags).
     """
 
 

@@ -117,8 +117,11 @@ def run_with_display(cfg: dict[str, Any], out_dir: Path, *, overwrite: bool, qui
         TimeRemainingColumn,
     )
 
-    from distillctl import engine
+    from distillctl.config import preflight_teacher
     from distillctl.errors import DistillctlError
+
+    preflight_teacher(cfg)  # before torch is imported: unavailable weights fail in a second
+    from distillctl import engine
 
     con = console()
     existed = out_dir.exists()

@@ -27,8 +27,8 @@ def register(app: typer.Typer) -> None:
 
         from rich.table import Table
 
-        from distillctl.config import apply_overrides, load_toml
-        from distillctl.engine import component_options, resolve_device
+        from distillctl.config import apply_overrides, component_options, load_toml
+        from distillctl.engine import resolve_device
         from distillctl.errors import DistillctlError, UsageError
         from distillctl.export import load_student
         from distillctl.plugins import registry

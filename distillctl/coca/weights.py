@@ -10,15 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 
+from distillctl.coca.tags import hf_cache_dir, hub_reachable, unavailable_message
+from distillctl.coca.tags import offline as _offline
 from distillctl.errors import WeightsError
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
@@ -33,7 +32,6 @@ DIR_PREFERENCE = (
     "pytorch_model.pth",
     "model.pth",
 )
-PROBE_TIMEOUT_S = 2.0
 
 
 @dataclass
@@ -128,42 +126,6 @@ def _local_dir(path: Path, spec: str) -> WeightSource:
     return WeightSource(str(ckpt), spec, model_cfg=model_cfg, preprocess=pre)
 
 
-def hf_cache_dir() -> Path:
-    """The HF hub cache, read from the environment at call time (HF_HUB_CACHE, HF_HOME, XDG_CACHE_HOME)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg).expanduser() / "huggingface" / "hub"
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """Can a TCP connection reach the hub (or the HTTPS proxy) within ``timeout``? DNS included."""
-    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
-    url = urlparse(proxy if proxy else endpoint)
-    host = url.hostname or "huggingface.co"
-    port = url.port or (443 if url.scheme in ("https", "") else 80)
-    result: list[bool] = []
-
-    def probe() -> None:  # getaddrinfo has no timeout of its own: run it in a thread we can abandon
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout + 0.5)
-    return bool(result and result[0])
-
-
 def resolve_tag(model_name: str, tag: str) -> str:
     """Local path of a pretrained tag's weights: the HF cache first, then (if reachable) the hub."""
     import open_clip
@@ -187,15 +149,10 @@ def resolve_tag(model_name: str, tag: str) -> str:
         if isinstance(hit, str) and Path(hit).is_file():
             return hit
 
-    where = f"{model_name} tag {tag!r} ({repo_id})"
-    fix = (
-        f"Pre-seed the HF cache ({cache}; set HF_HUB_CACHE or HF_HOME to use another), pass a local file with "
-        "--teacher-weights PATH or local-dir:DIR, or use --teacher-weights random."
-    )
     if _offline():
-        raise WeightsError(f"--teacher-weights {tag}: {where} is not in the HF cache and HF_HUB_OFFLINE is set.", hint=fix)
+        raise unavailable_message(model_name, tag, repo_id, cache, "HF_HUB_OFFLINE is set")
     if not hub_reachable():
-        raise WeightsError(f"--teacher-weights {tag}: {where} is not in the HF cache and the hub is unreachable.", hint=fix)
+        raise unavailable_message(model_name, tag, repo_id, cache, "the hub is unreachable")
 
     from huggingface_hub import hf_hub_download
 
@@ -206,7 +163,8 @@ def resolve_tag(model_name: str, tag: str) -> str:
         except Exception as exc:  # noqa: BLE001 - try the next file name, report the last error
             last = exc
     msg = " ".join(str(last).split())[:200] if last else "no file found"
-    raise WeightsError(f"--teacher-weights {tag}: could not download {where}: {msg}.", hint=fix)
+    raise WeightsError(f"--teacher-weights {tag}: could not download {model_name} tag {tag!r} ({repo_id}): {msg}.",
+                       hint=f"Pass a local file with --teacher-weights PATH (HF cache: {cache}).")
 
 
 def _resolve_url_tag(model_name: str, tag: str, url: str) -> str:

@@ -27,6 +27,20 @@ def coca_base(weights: str | None = None, device: str = "cpu") -> Any:
     return load_coca_teacher("coca-base", weights=weights, device=device)
 
 
+def _preflight_for(teacher: str) -> Any:
+    def preflight(weights: str | None = None, **_: Any) -> None:
+        """Cheap check before anything heavy is imported: a known tag that cannot be had fails at once."""
+        from distillctl.coca.tags import MODEL_OF_TEACHER, preflight_weights
+
+        preflight_weights(MODEL_OF_TEACHER[teacher], weights)
+
+    return preflight
+
+
+coca_large.preflight = _preflight_for("coca-large")  # type: ignore[attr-defined]
+coca_base.preflight = _preflight_for("coca-base")  # type: ignore[attr-defined]
+
+
 def open_clip_teacher(variant: str, weights: str | None = None, device: str = "cpu") -> Any:
     """Any open_clip CoCa: open-clip:<model name>, open-clip:/path/config.json or open-clip:/path/local-dir."""
     from distillctl.coca.models import load_coca_teacher
