@@ -8,6 +8,7 @@ exported. Files are written to a temporary name and renamed, so a crash leaves n
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,9 @@ def export_student(
     path = out_dir / "student.safetensors"
     tmp = out_dir / "student.safetensors.tmp"
     save_file(state, str(tmp), metadata=metadata)
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o666 & ~umask)  # safetensors writes 0600; an exported model is meant to be shared
     tmp.replace(path)
     _atomic_write_text(
         out_dir / "open_clip_config.json",
