@@ -136,6 +136,8 @@ def register(app: typer.Typer) -> None:
         (out / "compare.md").write_text(markdown(summary), encoding="utf-8")
 
         metrics = sorted({k for r in summary["rows"] for k in r["eval"]})
+        if con.width < 120:  # the headline metrics fit a narrow terminal; compare.md has them all
+            metrics = [m for m in metrics if m in ("i2t_r1", "tf_token_acc")] or metrics[:2]
         table = Table(title=f"{len(seed_list)} seed(s) per policy, preset {preset}", title_justify="left")
         for c in ("policy", "final probe loss", f"steps to {summary['target_probe_loss']:.4g}", *metrics):
             table.add_column(c, justify="left" if c == "policy" else "right")
