@@ -7,8 +7,9 @@ Reproduce the shipped weights::
 then copy ``runs/quickstart-teacher/teacher.safetensors`` to ``distillctl/quickstart/``. The shipped
 file was made with exactly that command (seed 0) and ``--threads 1`` makes it bit-reproducible; it
 took 63 min on a 2-core machine that was busy with other work. With the default threads (both
-cores, machine otherwise idle) a step takes 1.45 s, so the 1,400 steps take about 34 min plus about
-1 min of evaluation; the numbers then differ from the shipped ones only by float rounding.
+cores, machine otherwise idle) a step takes 1.57 s (measured over 200 steps), so the 1,400 steps
+take about 37 min plus under 1 min of evaluation; the numbers then differ from the shipped ones only
+by float rounding.
 
 Recipe (seed 0, deterministic data; step-based schedule, so the result does not depend on how busy
 the machine is): open_clip ``CoCa`` from :func:`distillctl.quickstart.model_config`, CoCaLoss
