@@ -23,12 +23,12 @@ never import paths.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from distillctl.errors import DistillctlError
+from distillctl.registry import did_you_mean
 
 SUFFIX = ".toml"
 
@@ -112,8 +112,7 @@ def find_preset(name_or_path: str | Path) -> Path:
     if text in presets:
         return presets[text]
     names = sorted(presets)
-    close = difflib.get_close_matches(text, names, n=1, cutoff=0.5)
-    did = f" Did you mean {close[0]!r}?" if close else ""
+    did = did_you_mean(text, names)
     listing = ", ".join(names) if names else "(none bundled)"
     raise UnknownPresetError(f"unknown preset {text!r}.{did} Bundled presets: {listing}.")
 

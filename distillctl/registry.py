@@ -21,6 +21,19 @@ from distillctl.errors import DuplicateComponentError, UnknownComponentError
 T = TypeVar("T")
 
 
+def did_you_mean(name: str, candidates: list[str]) -> str:
+    """`` Did you mean 'x'?`` naming the closest candidate (difflib ratio), or "" when there is none.
+
+    A close match (ratio >= 0.5) is preferred; otherwise the nearest name that shares anything with
+    ``name`` is still offered, so a typo never leaves the user with only a list to read.
+    """
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.5)
+    if not close:
+        scored = [(difflib.SequenceMatcher(None, name, c).ratio(), -len(c), c) for c in candidates]
+        close = [max(scored)[2]] if scored and max(scored)[0] > 0 else []
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
 @dataclass(frozen=True)
 class Provenance:
     """Which plugin registered an entry."""
@@ -129,8 +142,7 @@ class Registry(Generic[T]):
         if missing_ok:
             return None
         valid = self.names()
-        close = difflib.get_close_matches(name, valid + list(self._aliases), n=1, cutoff=0.5)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name, valid + list(self._aliases))
         listing = ", ".join(valid) if valid else "(none registered)"
         raise UnknownComponentError(f"unknown {self.kind} {name!r}.{hint} Valid {self.kind} names: {listing}.")
 

@@ -173,7 +173,7 @@ def test_presets_show_prints_the_file_with_header(cli: Any, tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("given", "expected"),
     [
-        ("nosuch", "error: unknown preset 'nosuch'. Bundled presets: {names}."),
+        ("nosuch", "error: unknown preset 'nosuch'. Did you mean 'smoke'? Bundled presets: {names}."),
         ("smok", "error: unknown preset 'smok'. Did you mean 'smoke'? Bundled presets: {names}."),
         ("missing/smoke.toml", "error: preset file missing/smoke.toml not found (did you mean the bundled preset 'smoke'?)."),
     ],
