@@ -34,9 +34,9 @@ import torch
 
 from distillctl import __version__
 from distillctl.config import component_options, dumps_toml, preflight_teacher
-from distillctl.data import SkipItem
 from distillctl.data.loader import BatchSampler, SkipCounter, check_batch_size, check_usable, make_loader
 from distillctl.errors import DistillctlError, TrainingError
+from distillctl.evaluation import collect
 from distillctl.layerwise import HiddenStateTap, build_projections, layer_pairs, masked_mse, projection_key
 from distillctl.losses import caption_kl, contrastive_kl, similarity
 from distillctl.plugins import call_observers, registry
@@ -250,7 +250,7 @@ def run(
     probe_batches = []
     for b in range(train["probe_batches"]):
         idx = [i % len(probe_ds) for i in range(b * probe_bs, (b + 1) * probe_bs)]
-        images, text = _load_items(probe_ds, idx, transform, tokenizer)
+        images, text, _ = collect(probe_ds, idx, transform, tokenizer)
         images, text = images.to(device), text.to(device)
         all_t = [t for m in module_names for _, t in pairs[m]]
         with torch.no_grad(), _autocast(device, autocast_dtype), HiddenStateTap(teacher_model, all_t) as tap:
@@ -478,20 +478,6 @@ def _probe_dataset(datasets: Any, name: str, opts: dict[str, Any], train_ds: Any
         return datasets.create(name, split="val", **opts)
     except DistillctlError:
         return train_ds
-
-
-def _load_items(dataset: Any, indices: list[int], transform: Any, tokenizer: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    images, captions = [], []
-    for i in indices:
-        try:
-            s = dataset[i]
-        except SkipItem:
-            continue
-        images.append(transform(s.image))
-        captions.append(s.caption)
-    if not images:
-        raise DistillctlError(f"{dataset.describe()}: no usable item for the probe set.")
-    return torch.stack(images), tokenizer(captions)
 
 
 def _detach(out: dict[str, Any]) -> dict[str, Any]:

@@ -24,14 +24,24 @@ class Encoded:
     text_features: torch.Tensor  # [N, E] L2-normalised
     correct_tokens: int
     total_tokens: int
-    captions: list[str]
 
 
 def collect(dataset: Any, indices: Sequence[int], transform: Callable[..., torch.Tensor], tokenizer: Any) -> tuple[
     torch.Tensor, torch.Tensor, list[str]
 ]:
-    """Images ``[N,3,H,W]``, token ids ``[N,L]`` and captions of ``dataset[indices]``."""
-    samples = [dataset[i] for i in indices]
+    """Images ``[N,3,H,W]``, token ids ``[N,L]`` and captions of ``dataset[indices]``; unusable items
+    (``SkipItem``) are left out, and a selection with none usable is a one-line DataError."""
+    from distillctl.data import SkipItem
+    from distillctl.errors import DataError
+
+    samples = []
+    for i in indices:
+        try:
+            samples.append(dataset[i])
+        except SkipItem:
+            continue
+    if not samples:
+        raise DataError(f"{dataset.describe()}: no usable item among the {len(indices)} selected.")
     images = torch.stack([transform(s.image) for s in samples])
     captions = [s.caption for s in samples]
     return images, tokenizer(captions), captions
@@ -65,7 +75,7 @@ def encode(
         correct += int(((pred == labels) & valid).sum())
         total += int(valid.sum())
     model.train(was_training)
-    return Encoded(torch.cat(img_f), torch.cat(txt_f), correct, total, [])
+    return Encoded(torch.cat(img_f), torch.cat(txt_f), correct, total)
 
 
 def retrieval_r1(
@@ -145,6 +155,16 @@ def caption_scores(references: Sequence[str], hypotheses: Sequence[str]) -> dict
     return {"caption_exact": exact / n, "caption_word_acc": word / n}
 
 
+def caption_metrics(
+    model: torch.nn.Module, images: torch.Tensor, references: Sequence[str], tokenizer: Any,
+    *, device: str | torch.device = "cpu",
+) -> dict[str, float]:
+    """Greedy-decode ``images`` and score the captions against ``references``."""
+    ids = greedy_captions(model, images, sot=tokenizer.sot_token_id, eot=tokenizer.eot_token_id,
+                          max_len=tokenizer.context_length, device=device)
+    return caption_scores(references, [tokenizer.decode(x) for x in ids])
+
+
 def full_eval(
     model: torch.nn.Module,
     dataset: Any,
@@ -153,20 +173,16 @@ def full_eval(
     *,
     samples: int = 1000,
     captions: int = 0,
+    group: int = 100,
     device: str | torch.device = "cpu",
 ) -> dict[str, float]:
-    """Retrieval R@1 (groups of 100), teacher-forced token accuracy, and greedy captions on the
-    first ``captions`` samples (0 = skip decoding)."""
+    """Retrieval R@1 (within groups of ``group``), teacher-forced token accuracy, and greedy captions
+    on the first ``captions`` samples (0 = skip decoding)."""
     n = min(samples, len(dataset))
     images, texts, caps = collect(dataset, range(n), transform, tokenizer)
     enc = encode(model, images, texts, device=device)
-    out = retrieval_r1(enc.image_features, enc.text_features, caps)
+    out = retrieval_r1(enc.image_features, enc.text_features, caps, group=group)
     out["tf_token_acc"] = enc.correct_tokens / max(enc.total_tokens, 1)
     if captions:
-        ids = greedy_captions(
-            model, images[:captions], sot=tokenizer.sot_token_id, eot=tokenizer.eot_token_id,
-            max_len=tokenizer.context_length, device=device,
-        )
-        hyps = [tokenizer.decode(x) for x in ids]
-        out.update(caption_scores(caps[:captions], hyps))
+        out.update(caption_metrics(model, images[:captions], caps[:captions], tokenizer, device=device))
     return out

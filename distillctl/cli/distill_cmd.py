@@ -98,10 +98,9 @@ def register(app: typer.Typer) -> None:
             if steps < 1:
                 raise UsageError(f"--steps must be at least 1, got {steps}.")
             cfg["train"]["episodes"] = max(1, math.ceil(steps / cfg["train"]["episode_steps"]))
-        if preset is None and not quiet:
-            con.print(f"[dim]No --preset given: running the bundled '{DEFAULT_PRESET}' preset.[/dim]")
-        elif preset is None:
-            con.print(f"No --preset given: running the bundled '{DEFAULT_PRESET}' preset.", highlight=False)
+        if preset is None:
+            con.print(f"No --preset given: running the bundled '{DEFAULT_PRESET}' preset.", highlight=False,
+                      style=None if quiet else "dim")
         out_dir = out or Path("runs") / f"{Path(preset_name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_with_display(cfg, out_dir, overwrite=overwrite, quiet=quiet)
 

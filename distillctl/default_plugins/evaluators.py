@@ -18,14 +18,9 @@ class _Retrieval:
         self.samples, self.group = samples, group
 
     def evaluate(self, model: Any, tokenizer: Any, transform: Any, dataset: Any, *, device: str = "cpu") -> dict[str, float]:
-        from distillctl.evaluation import collect, encode, retrieval_r1
+        from distillctl.evaluation import full_eval
 
-        n = min(self.samples, len(dataset))
-        images, texts, caps = collect(dataset, range(n), transform, tokenizer)
-        enc = encode(model, images, texts, device=device)
-        out = retrieval_r1(enc.image_features, enc.text_features, caps, group=self.group)
-        out["tf_token_acc"] = enc.correct_tokens / max(enc.total_tokens, 1)
-        return out
+        return full_eval(model, dataset, transform, tokenizer, samples=self.samples, group=self.group, device=device)
 
 
 class _Captioning:
@@ -35,13 +30,11 @@ class _Captioning:
         self.samples = samples
 
     def evaluate(self, model: Any, tokenizer: Any, transform: Any, dataset: Any, *, device: str = "cpu") -> dict[str, float]:
-        from distillctl.evaluation import caption_scores, collect, greedy_captions
+        from distillctl.evaluation import caption_metrics, collect
 
         n = min(self.samples, len(dataset))
         images, _, caps = collect(dataset, range(n), transform, tokenizer)
-        ids = greedy_captions(model, images, sot=tokenizer.sot_token_id, eot=tokenizer.eot_token_id,
-                              max_len=tokenizer.context_length, device=device)
-        return caption_scores(caps, [tokenizer.decode(x) for x in ids])
+        return caption_metrics(model, images, caps, tokenizer, device=device)
 
 
 class _Efficiency:

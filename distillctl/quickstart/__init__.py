@@ -8,7 +8,6 @@ script that made them (its docstring has the command, seed and expected numbers)
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -205,7 +204,3 @@ def load_quickstart_teacher(weights: str | None = None, device: str = "cpu") -> 
         splitter="coca",
         tokenizer_config=tok.config(),
     )
-
-
-def metadata_json() -> str:
-    return json.dumps({"model_cfg": model_config(), "preprocess_cfg": PREPROCESS_CONFIG})
