@@ -30,6 +30,9 @@ class Field:
     required: bool = False
     choices: tuple[Any, ...] | None = None
     help: str = ""
+    ge: float | None = None  # inclusive lower bound (numbers; floats must also be finite)
+    gt: float | None = None  # exclusive lower bound
+    le: float | None = None  # inclusive upper bound
 
 
 # kind of the component section -> registry kind
@@ -47,35 +50,37 @@ COMPONENT_FIELDS: dict[str, dict[str, Field]] = {
         "name": Field(str, required=True, help="registered teacher"),
         "weights": Field(str, None, help="path, local-dir:DIR, pretrained tag or 'random'"),
     },
-    "student": {"name": Field(str, required=True, help="registered student builder")},
+    # student, policy and data have defaults, so a preset may hold only what differs (e.g. [teacher])
+    "student": {"name": Field(str, "layer-subset", help="registered student builder")},
     "splitter": {"name": Field(str, "auto", help="module splitter; auto = the teacher's")},
     "policy": {
-        "name": Field(str, required=True, help="selection policy"),
+        "name": Field(str, "optima", help="selection policy"),
         "arms": Field(str, "single", choices=("single", "combinations", "all"), help="arm set"),
     },
     "data": {
-        "name": Field(str, required=True, help="data source"),
-        "workers": Field(int, 0, help="DataLoader worker processes"),
+        "name": Field(str, "shapes", help="data source"),
+        "workers": Field(int, 0, help="DataLoader worker processes", ge=0),
     },
 }
 
 SCHEMA: dict[str, dict[str, Field]] = {
     "train": {
-        "episodes": Field(int, 20, help="number of episodes"),
-        "episode_steps": Field(int, 10, help="optimizer steps per episode (T)"),
-        "batch_size": Field(int, 32),
-        "lr": Field(float, 5e-4),
-        "weight_decay": Field(float, 0.05),
-        "warmup_steps": Field(int, 10),
-        "min_lr_ratio": Field(float, 0.0, help="cosine floor as a fraction of lr"),
-        "grad_clip": Field(float, 1.0, help="max grad norm; 0 disables"),
-        "seed": Field(int, 0),
+        "episodes": Field(int, 20, help="number of episodes", ge=1),
+        "episode_steps": Field(int, 10, help="optimizer steps per episode (T)", ge=1),
+        "batch_size": Field(int, 32, ge=1),
+        "lr": Field(float, 5e-4, gt=0),
+        "weight_decay": Field(float, 0.05, ge=0),
+        "warmup_steps": Field(int, 10, ge=0),
+        "min_lr_ratio": Field(float, 0.0, help="cosine floor as a fraction of lr", ge=0, le=1),
+        "grad_clip": Field(float, 1.0, help="max grad norm; 0 disables", ge=0),
+        "seed": Field(int, 0, ge=0, le=2**63 - 1),
         "device": Field(str, "auto", choices=("auto", "cpu", "cuda")),
         "precision": Field(str, "fp32", choices=("fp32", "bf16")),
-        "probe_batches": Field(int, 2, help="held-out batches for the probe loss (rewards)"),
-        "probe_batch_size": Field(int, 0, help="0 = batch_size"),
-        "threads": Field(int, 0, help="torch CPU threads; 0 = torch default"),
-        "checkpoint_every": Field(int, 0, help="episodes between resumable checkpoints (OUT/checkpoints/last.pt); 0 = none"),
+        "probe_batches": Field(int, 2, help="held-out batches for the probe loss (rewards)", ge=1),
+        "probe_batch_size": Field(int, 0, help="0 = batch_size", ge=0),
+        "threads": Field(int, 0, help="torch CPU threads; 0 = torch default", ge=0),
+        "checkpoint_every": Field(int, 0, help="episodes between resumable checkpoints (OUT/checkpoints/last.pt); 0 = none",
+                                  ge=0),
     },
     "loss": {
         "w_task": Field(float, 1.0, help="weight of CoCa's own contrastive + caption loss"),
@@ -91,7 +96,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "eval": {
         "evaluators": Field(list, ["retrieval"], help="evaluators run at the end of distill"),
         "split": Field(str, "test"),
-        "samples": Field(int, 1000),
+        "samples": Field(int, 1000, ge=1),
         "teacher": Field(bool, True, help="also evaluate the teacher, side by side"),
     },
     "export": {
@@ -237,14 +242,43 @@ def validate(cfg: dict[str, Any], *, source: str | None = None, check_components
                 problems.append(
                     f"{section}.{k}: unknown option for {entry.kind} {name!r} (valid: {', '.join(valid) or 'none'})"
                 )
-    for section in ("train", "eval"):
-        for key in ("episodes", "episode_steps", "batch_size", "probe_batches", "samples"):
-            v = out.get(section, {}).get(key)
-            if key in SCHEMA[section] and isinstance(v, int) and v < 1:
-                problems.append(f"{section}.{key}: must be at least 1, got {v}")
+    problems.extend(check_ranges(out))
     if problems:
         raise ConfigError(problems, source=source)
     return out
+
+
+def check_ranges(cfg: dict[str, Any]) -> list[str]:
+    """``section.key: message`` for every number outside its field's range (floats: also nan / inf).
+
+    Values of the wrong type are left to the type check, so each problem is reported once.
+    """
+    import math
+
+    problems = []
+    for section, fields in {**COMPONENT_FIELDS, **SCHEMA}.items():
+        table = cfg.get(section)
+        if not isinstance(table, dict):
+            continue
+        for key, f in fields.items():
+            v = table.get(key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or f.type not in (int, float):
+                continue
+            if isinstance(v, float) and not math.isfinite(v):
+                problems.append(f"{section}.{key}: must be a finite number, got {v}")
+            elif f.gt is not None and not v > f.gt:
+                problems.append(f"{section}.{key}: must be greater than {_num(f.gt)}, got {v}")
+            elif f.ge is not None and f.le is not None and not f.ge <= v <= f.le:
+                problems.append(f"{section}.{key}: must be between {_num(f.ge)} and {_num(f.le)}, got {v}")
+            elif f.ge is not None and v < f.ge:
+                problems.append(f"{section}.{key}: must be at least {_num(f.ge)}, got {v}")
+            elif f.le is not None and v > f.le:
+                problems.append(f"{section}.{key}: must be at most {_num(f.le)}, got {v}")
+    return problems
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
 
 
 def component_options(section: dict[str, Any], section_name: str) -> dict[str, Any]:
@@ -267,6 +301,9 @@ def preflight_teacher(cfg: dict[str, Any]) -> None:
 def load_toml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"not a UTF-8 text file ({exc.reason} at byte {exc.start}); save it as UTF-8"],
+                          source=str(path)) from None
     except OSError as exc:
         raise ConfigError([f"cannot read {path}: {exc.strerror}"]) from None
     try:

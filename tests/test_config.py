@@ -27,7 +27,7 @@ def test_defaults_fill_in_when_names_given() -> None:
 
 def test_every_problem_reported_at_once() -> None:
     raw = {
-        "teacher": {"name": "t"},
+        "teacher": {"weights": "w.safetensors"},
         "policy": {"name": "p", "arms": "pairs"},
         "data": {"name": 3},
         "train": {"lr": "fast", "bogus": 1, "episodes": True, "batch_size": 0},
@@ -38,7 +38,7 @@ def test_every_problem_reported_at_once() -> None:
     problems = info.value.problems
     expected_prefixes = [
         "trainer: unknown section",
-        "student.name: required value missing",
+        "teacher.name: required value missing",
         "policy.arms: expected one of single, combinations, all, got 'pairs'",
         "data.name: expected string",
         "train.lr: expected number",
@@ -150,3 +150,48 @@ def test_load_toml_errors_name_the_file(tmp_path: Any) -> None:
         config.load_toml(bad)
     with pytest.raises(ConfigError, match="cannot read"):
         config.load_toml(tmp_path / "missing.toml")
+
+
+def test_a_preset_with_only_a_teacher_validates() -> None:
+    cfg = config.validate({"teacher": {"name": "t"}}, check_components=False)
+    assert (cfg["student"]["name"], cfg["policy"]["name"], cfg["data"]["name"]) == ("layer-subset", "optima", "shapes")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("train.lr", -1.0, "must be greater than 0, got -1.0"),
+        ("train.lr", 0, "must be greater than 0, got 0"),
+        ("train.lr", float("nan"), "must be a finite number, got nan"),
+        ("train.lr", float("inf"), "must be a finite number, got inf"),
+        ("train.threads", -1, "must be at least 0, got -1"),
+        ("train.probe_batch_size", -3, "must be at least 0, got -3"),
+        ("train.min_lr_ratio", 1.5, "must be between 0 and 1, got 1.5"),
+        ("train.grad_clip", -0.1, "must be at least 0, got -0.1"),
+        ("train.seed", -1, "must be between 0 and"),
+        ("train.checkpoint_every", -2, "must be at least 0, got -2"),
+        ("loss.temperature", 0, "must be greater than 0, got 0"),
+        ("loss.w_lw", -1, "must be at least 0, got -1"),
+        ("data.workers", -1, "must be at least 0, got -1"),
+        ("eval.samples", 0, "must be at least 1, got 0"),
+    ],
+)
+def test_numbers_are_range_checked(key: str, value: float, message: str) -> None:
+    section, name = key.split(".")
+    with pytest.raises(ConfigError) as info:
+        config.validate({**NAMES, section: {**NAMES.get(section, {}), name: value}}, check_components=False)
+    assert info.value.problems == [f"{key}: {message}"] or info.value.problems[0].startswith(f"{key}: {message}")
+
+
+def test_every_range_problem_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        config.validate({**NAMES, "train": {"lr": -1, "threads": -1}, "loss": {"temperature": 0}}, check_components=False)
+    assert len(info.value.problems) == 3
+
+
+def test_load_toml_not_utf8_is_one_problem(tmp_path: Any) -> None:
+    p = tmp_path / "latin1.toml"
+    p.write_bytes('# caf\xe9 preset\n[teacher]\nname = "quickstart"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match="not a UTF-8 text file") as info:
+        config.load_toml(p)
+    assert len(info.value.problems) == 1
