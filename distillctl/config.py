@@ -3,8 +3,8 @@
 A config is a two-level table ``{section: {key: value}}``. Fixed sections (``train``, ``loss``,
 ``export``, ``eval``) have a schema below. Component sections (``teacher``, ``student``,
 ``splitter``, ``policy``, ``data``) hold ``name`` plus the component's options; those options are
-checked against the registered factory's keyword parameters, so a plugin's options are validated
-without building anything.
+checked against the registered factory's keyword parameters and their type annotations, so a
+plugin's options are validated without building anything.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distillctl.errors import ConfigError, UnknownComponentError
+from distillctl.errors import ConfigError, DuplicateComponentError, UnknownComponentError
 
 
 @dataclass(frozen=True)
@@ -229,19 +229,19 @@ def validate(cfg: dict[str, Any], *, source: str | None = None, check_components
             continue
         try:
             entry = registries[COMPONENT_SECTIONS[section]].get(name)
-        except UnknownComponentError as exc:
+        except (UnknownComponentError, DuplicateComponentError) as exc:  # unknown, or two plugins claim it
             problems.append(f"{section}.name: {exc}")
             continue
-        options = entry.options()
-        if options is None:
-            continue
+        options = entry.options()  # None: the factory takes **kwargs, so any other name may be an option
         reserved = RESERVED_OPTIONS[section]
         for k in extra:
-            if k not in options or k in reserved:
-                valid = sorted(set(options) - reserved)
-                problems.append(
-                    f"{section}.{k}: unknown option for {entry.kind} {name!r} (valid: {', '.join(valid) or 'none'})"
-                )
+            if k in reserved or (options is not None and k not in options):
+                valid = (", ".join(sorted(set(options) - reserved)) or "none") if options is not None else "any other name"
+                problems.append(f"{section}.{k}: unknown option for {entry.kind} {name!r} (valid: {valid})")
+                continue
+            wrong = entry.check_option(k, table[k])  # against the factory's annotation; unknown types pass
+            if wrong is not None:
+                problems.append(f"{section}.{k}: {wrong}")
     problems.extend(check_ranges(out))
     if problems:
         raise ConfigError(problems, source=source)

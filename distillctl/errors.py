@@ -7,6 +7,13 @@ its traceback.
 
 from __future__ import annotations
 
+import os
+
+
+def debug_enabled() -> bool:
+    """``DISTILLCTL_DEBUG=1``: let handled errors keep their traceback."""
+    return os.environ.get("DISTILLCTL_DEBUG", "").strip().lower() in {"1", "true", "yes", "on"}
+
 
 class DistillctlError(Exception):
     """A handled error: printed as one red line by the CLI, exit code ``exit_code``."""
@@ -37,8 +44,15 @@ class DuplicateComponentError(DistillctlError):
     """Two plugins registered the same name for the same kind."""
 
 
+class ComponentClashError(DuplicateComponentError):
+    """A name that two (or more) plugins registered was asked for; the message says how to resolve it."""
+
+
 class PluginError(DistillctlError):
-    """A plugin failed to load or raised inside a hook."""
+    """A plugin failed to load, raised inside a hook, or its factory / object raised.
+
+    Raised ``from`` the plugin's own exception, so ``DISTILLCTL_DEBUG=1`` shows where it happened.
+    """
 
 
 class ConfigError(DistillctlError):

@@ -1,9 +1,11 @@
 """The plugin manager: built-ins (``DEFAULT_PLUGINS``) and entry points, one set of hooks.
 
-``get_registries()`` loads every plugin once and fills one :class:`Registry` per kind. A plugin that
-fails to import or raises inside a hook is recorded in ``broken()`` (one line naming the plugin and
-the error) and the rest keeps working. ``DISTILLCTL_DISABLE_PLUGINS=a,b`` blocks plugins by name
-(entry-point name or distribution name).
+``get_plugins()`` loads every plugin once and fills one :class:`Registry` per kind. A plugin that
+fails to import or raises inside a hook is recorded in ``broken`` (one line naming the plugin, its
+version and the error) and the rest keeps working. Two plugins registering one name is a clash
+(``clashes()``): both are listed, every other name keeps working, and only asking for the clashing
+name fails, with the exact ``DISTILLCTL_DISABLE_PLUGINS=...`` that resolves it.
+``DISTILLCTL_DISABLE_PLUGINS=a,b`` blocks plugins by name (entry-point name or distribution name).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from typing import Any
 import pluggy
 
 from distillctl import hookspecs
-from distillctl.errors import DistillctlError, DuplicateComponentError, PluginError
-from distillctl.registry import Provenance, Registry
+from distillctl.errors import DistillctlError, PluginError, debug_enabled
+from distillctl.registry import Clash, Provenance, Registry, disable_value
 
 ENTRY_POINT_GROUP = "distillctl"
 
@@ -47,9 +49,10 @@ class BrokenPlugin:
     name: str
     distribution: str
     error: str
+    version: str = "?"
 
     def line(self) -> str:
-        return f"plugin {self.name!r} ({self.distribution}) is broken: {self.error}"
+        return f"plugin {self.name!r} ({self.distribution} {self.version}) is broken: {self.error}"
 
 
 @dataclass
@@ -63,6 +66,10 @@ class Plugins:
 
     def registry(self, kind: str) -> Registry[Any]:
         return self.registries[kind]
+
+    def clashes(self) -> list[Clash]:
+        """Every name two or more plugins registered, all kinds (hook order)."""
+        return [clash for reg in self.registries.values() for clash in reg.clashes()]
 
 
 def disabled_plugins() -> set[str]:
@@ -102,7 +109,7 @@ def load_plugins(*, include_entry_points: bool = True, extra: tuple[Any, ...] = 
             pm.register(mod, name=modname)
             plugins.provenance[modname] = builtin
         except Exception as exc:  # a built-in that fails is reported, never fatal
-            plugins.broken.append(BrokenPlugin(modname, "distillctl", _one_line(exc)))
+            plugins.broken.append(BrokenPlugin(modname, "distillctl", _one_line(exc), builtin.version))
 
     if include_entry_points:
         for ep in md.entry_points(group=ENTRY_POINT_GROUP):
@@ -111,13 +118,18 @@ def load_plugins(*, include_entry_points: bool = True, extra: tuple[Any, ...] = 
             if ep.name in blocked or dist in blocked:
                 continue
             if pm.has_plugin(ep.name):
+                first = plugins.provenance.get(ep.name)
+                if first is not None and first.distribution != dist:  # two distributions, one entry-point name
+                    why = f"not loaded: its entry-point name {ep.name!r} is taken by {first}"
+                    fix = f"set {disable_value([first.distribution])} to load this one instead"
+                    plugins.broken.append(BrokenPlugin(ep.name, dist, f"{why} ({fix})", ver))
                 continue
             try:
                 obj = ep.load()
                 pm.register(obj, name=ep.name)
                 plugins.provenance[ep.name] = Provenance(ep.name, dist, ver)
             except Exception as exc:
-                plugins.broken.append(BrokenPlugin(ep.name, dist, _one_line(exc)))
+                plugins.broken.append(BrokenPlugin(ep.name, dist, _one_line(exc), ver))
 
     for i, obj in enumerate(extra):
         name = getattr(obj, "__name__", None) or f"extra-{i}"
@@ -148,14 +160,13 @@ def load_plugins(*, include_entry_points: bool = True, extra: tuple[Any, ...] = 
                 _p: Provenance = prov,
                 _r: Registry[Any] = registry,
             ) -> None:
-                _r.register(name, factory, aliases=tuple(aliases), summary=summary, provenance=_p)
+                # a name two plugins claim is recorded, not fatal: only that name refuses to resolve
+                _r.register(name, factory, aliases=tuple(aliases), summary=summary, provenance=_p, on_clash="record")
 
             try:
                 impl.function(register=register)
-            except DuplicateComponentError:
-                raise  # two plugins claim one name: fatal, the message names both
             except Exception as exc:
-                plugins.broken.append(BrokenPlugin(impl.plugin_name, prov.distribution, _one_line(exc)))
+                plugins.broken.append(BrokenPlugin(impl.plugin_name, prov.distribution, _one_line(exc), prov.version))
     return plugins
 
 
@@ -181,13 +192,25 @@ def registry(kind: str) -> Registry[Any]:
 
 
 def call_observers(hook_name: str, **kwargs: Any) -> None:
-    """Call an observer hook; an observer that raises is reported, never fatal to the run."""
-    pm = get_plugins().pm
-    hook = getattr(pm.hook, hook_name)
+    """Call an observer hook; an observer that raises is reported, never fatal to the run.
+
+    The warning is one line naming the plugin and its version (like :func:`distillctl.registry.call_plugin`);
+    ``DISTILLCTL_DEBUG=1`` also prints the traceback.
+    """
+    loaded = get_plugins()
+    hook = getattr(loaded.pm.hook, hook_name)
     for impl in hook.get_hookimpls():
         try:
             impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
-        except Exception as exc:  # noqa: BLE001 - an observer must not kill a run
+        except Exception as exc:  # noqa: BLE001 - an observer must not kill a run (DistillctlError included)
             import sys
 
-            print(f"warning: plugin {impl.plugin_name!r} failed in {hook_name}: {_one_line(exc)}", file=sys.stderr)
+            prov = loaded.provenance.get(impl.plugin_name, Provenance(impl.plugin_name, impl.plugin_name, "?"))
+            if debug_enabled():
+                import traceback
+
+                traceback.print_exc(file=sys.stderr)
+            print(
+                f"warning: plugin {impl.plugin_name!r} ({prov}) failed in {hook_name}: {_one_line(exc)}; the run goes on.",
+                file=sys.stderr,
+            )

@@ -1,8 +1,14 @@
 """One generic registry for every component kind (teachers, students, policies, ...).
 
 ``Registry[T]`` maps a name to a factory and remembers which plugin (distribution + version)
-registered it. Duplicates fail naming both plugins; unknown names list the valid ones and
-suggest the closest (tox / open_clip habit).
+registered it. Unknown names list the valid ones (aliases included) and suggest a close one
+(tox / open_clip habit). Two plugins claiming one name is a *clash*: the plugin manager records it
+(``on_clash="record"``) so that every other name keeps working, and only resolving the clashing
+name fails, naming both plugins and the exact ``DISTILLCTL_DISABLE_PLUGINS=...`` that resolves it.
+
+Every call of plugin code goes through :func:`call_plugin` (``Registry.create`` does it for the
+factory): an exception from a plugin becomes one :class:`PluginError` line naming the component,
+the plugin and its version; a ``DistillctlError`` raised by the plugin passes through unchanged.
 
 Names ending in ``:`` are *prefix* entries: ``open-clip:`` answers ``open-clip:coca_ViT-B-32``
 and its factory receives ``variant="coca_ViT-B-32"``.
@@ -10,27 +16,41 @@ and its factory receives ``variant="coca_ViT-B-32"``.
 
 from __future__ import annotations
 
+import collections.abc as cabc
+import contextlib
 import difflib
 import inspect
-from collections.abc import Callable, Iterator
+import os
+import pathlib
+import types
+import typing
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
-from distillctl.errors import DuplicateComponentError, UnknownComponentError
+from distillctl.errors import (
+    ComponentClashError,
+    DistillctlError,
+    DuplicateComponentError,
+    PluginError,
+    UnknownComponentError,
+)
 
 T = TypeVar("T")
+R = TypeVar("R")
+
+DISABLE_ENV = "DISTILLCTL_DISABLE_PLUGINS"
+BUILTIN_DISTRIBUTION = "distillctl"
 
 
-def did_you_mean(name: str, candidates: list[str]) -> str:
-    """`` Did you mean 'x'?`` naming the closest candidate (difflib ratio), or "" when there is none.
+def did_you_mean(name: str, candidates: Iterable[str], *, cutoff: float = 0.6) -> str:
+    """`` Did you mean 'x'?`` naming the closest candidate, or "" when none is close enough.
 
-    A close match (ratio >= 0.5) is preferred; otherwise the nearest name that shares anything with
-    ``name`` is still offered, so a typo never leaves the user with only a list to read.
+    Closeness is difflib's ratio (tox uses ``get_close_matches`` the same way). Below ``cutoff``
+    (difflib's own default, 0.6) a suggestion is noise: ``nosuch`` is not a misspelt ``smoke``, and
+    the caller's list of valid names serves the user better than a guess.
     """
-    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.5)
-    if not close:
-        scored = [(difflib.SequenceMatcher(None, name, c).ratio(), -len(c), c) for c in candidates]
-        close = [max(scored)[2]] if scored and max(scored)[0] > 0 else []
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=cutoff)
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
@@ -45,8 +65,12 @@ class Provenance:
     def __str__(self) -> str:
         return f"{self.distribution} {self.version}"
 
+    @property
+    def builtin(self) -> bool:
+        return self.distribution == BUILTIN_DISTRIBUTION
 
-BUILTIN = Provenance("distillctl", "distillctl", "?")
+
+BUILTIN = Provenance("distillctl", BUILTIN_DISTRIBUTION, "?")
 
 
 @dataclass(frozen=True)
@@ -73,14 +97,253 @@ class Entry(Generic[T]):
                 out[p.name] = p.default
         return out
 
+    def option_types(self) -> dict[str, Any]:
+        """The factory's keyword parameters -> their annotations, resolved where possible.
 
+        Factories use ``from __future__ import annotations``, so annotations are strings: they are
+        resolved like ``typing.get_type_hints`` does, one parameter at a time so that one
+        unresolvable name (a type imported under ``TYPE_CHECKING``) leaves the others checked.
+        Parameters without an annotation, or whose annotation cannot be resolved, are left out.
+        """
+        return _option_types(self.factory)
+
+    def check_option(self, key: str, value: Any) -> str | None:
+        """``None`` when ``value`` suits the annotation of the factory's ``key`` parameter, else
+        what is wrong (``expected integer, got str 'abc'``). Unknown annotations accept anything."""
+        tp = self.option_types().get(key)
+        if tp is None or _conforms(value, tp) is not False:
+            return None
+        return f"expected {_describe(tp)}, got {_value_label(value)}"
+
+    def describe(self, name: str | None = None) -> str:
+        """``policy 'greedy' from plugin distillctl-policy-greedy 0.3.1`` or ``policy 'optima' (built-in)``."""
+        shown = name or self.name
+        if self.provenance.builtin:
+            return f"{self.kind} {shown!r} (built-in)"
+        return f"{self.kind} {shown!r} from plugin {self.provenance}"
+
+    def call(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
+        """``call_plugin(self, fn, *args, **kwargs)``."""
+        return call_plugin(self, fn, *args, **kwargs)
+
+
+# ---------------------------------------------------------------- calling plugin code
+@contextlib.contextmanager
+def plugin_errors(entry: Entry[Any], action: str | None = None, *, name: str | None = None) -> Iterator[None]:
+    """Run a block of plugin code so that its failure is one line naming the plugin.
+
+    A :class:`DistillctlError` raised inside passes through unchanged (it already is one handled
+    line). Any other ``Exception`` becomes a :class:`PluginError`, ``raise ... from`` the original
+    (``DISTILLCTL_DEBUG=1`` shows its traceback)::
+
+        teacher 'foo' from plugin my-dist 1.2.0 failed: ValueError: bad width
+        policy 'greedy' from plugin distillctl-policy-greedy 0.3.1 failed in select: KeyError: 'x'
+        policy 'optima' (built-in) failed in update: ZeroDivisionError: division by zero
+
+    ``action`` names the method (omitted for the factory); ``name`` is the name the user asked for
+    (an alias, ``open-clip:VARIANT``), default the entry's name.
+    """
+    try:
+        yield
+    except DistillctlError:
+        raise
+    except Exception as exc:
+        where = f" in {action}" if action else ""
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        message = " ".join(f"{entry.describe(name)} failed{where}: {detail}".split())
+        raise PluginError(message, hint="(DISTILLCTL_DEBUG=1 shows the traceback.)") from exc
+
+
+def call_plugin(entry: Entry[Any], fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
+    """Call ``fn(*args, **kwargs)``, a factory or a method of an object a plugin built, under
+    :func:`plugin_errors`: any exception but a ``DistillctlError`` becomes one ``PluginError`` line
+    naming ``entry``'s kind, name, plugin and version, and the method (``fn.__name__``)::
+
+        policy = registry("policy").create(name, arms=arms, seed=seed)   # the factory is wrapped
+        entry = registry("policy").get(name)
+        arm = call_plugin(entry, policy.select)                            # "... failed in select: ..."
+    """
+    action = None if fn is entry.factory else getattr(fn, "__name__", None)
+    if action is not None and action.startswith("<"):  # <lambda>, <locals>: no useful name
+        action = None
+    with plugin_errors(entry, action):
+        return fn(*args, **kwargs)
+
+
+# ---------------------------------------------------------------- clashes
+def disable_value(plugins: list[str]) -> str:
+    """``DISTILLCTL_DISABLE_PLUGINS=a,b``: what is already blocked plus ``plugins``."""
+    current = [p.strip() for p in os.environ.get(DISABLE_ENV, "").split(",") if p.strip()]
+    return f"{DISABLE_ENV}=" + ",".join(dict.fromkeys([*current, *plugins]))
+
+
+@dataclass(frozen=True)
+class Clash:
+    """Names (or aliases) that the same registrations all claim: usually one name, or a name and its aliases."""
+
+    kind: str
+    names: tuple[str, ...]
+    entries: tuple[Entry[Any], ...]  # registration order: built-ins, entry points, extras
+
+    def plugins(self) -> list[Provenance]:
+        return list(dict.fromkeys(e.provenance for e in self.entries))
+
+    def fixes(self) -> list[tuple[str, Provenance]]:
+        """``(DISTILLCTL_DISABLE_PLUGINS=..., provenance kept)`` for each way out, first-registered kept first.
+
+        Built-in plugins are never offered for blocking (that would drop every built-in of the kind).
+        """
+        claimers = self.plugins()
+        out = []
+        for kept in claimers:
+            others = [p for p in claimers if p != kept]
+            if others and not any(p.builtin for p in others):
+                out.append((disable_value([p.plugin for p in others]), kept))
+        return out
+
+    def line(self) -> str:
+        claimers = self.plugins()
+        who = [f"distillctl {p.version} (built-in)" if p.builtin else f"{p.plugin} ({p})" for p in claimers]
+        what = f"{self.kind} name{'s' if len(self.names) > 1 else ''} {', '.join(map(repr, self.names))}"
+        if len(claimers) == 1:
+            head = f"duplicate {what}: registered twice by {who[0]}."
+        else:
+            head = f"duplicate {what}: registered by " + " and by ".join(who) + "."
+        fixes = self.fixes()
+        if fixes:
+            ways = [f"{value} to keep " + ("the built-in" if kept.builtin else f"{kept.plugin}'s") for value, kept in fixes]
+            return f"{head} Set " + ", or ".join(ways) + "."
+        third_party = [p for p in claimers if not p.builtin]
+        if third_party:
+            return f"{head} Set {disable_value([p.plugin for p in third_party])} to drop it and report the bug to {third_party[0].distribution}."
+        return f"{head} This is a bug in distillctl; please report it."
+
+
+# ---------------------------------------------------------------- option types
+def _option_types(factory: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return {}
+    target = factory.__init__ if inspect.isclass(factory) else factory  # type: ignore[misc]
+    target = inspect.unwrap(target)
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # noqa: BLE001 - one unresolvable name: resolve the others one by one
+        hints = {}
+        namespace = dict(getattr(target, "__globals__", {}))
+        for p in sig.parameters.values():
+            if isinstance(p.annotation, str):
+                try:
+                    hints[p.name] = eval(p.annotation, namespace)  # noqa: S307 - the factory's own annotation
+                except Exception:  # noqa: BLE001 - unresolvable: accept anything
+                    continue
+            elif p.annotation is not inspect.Parameter.empty:
+                hints[p.name] = p.annotation
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name: hints[p.name] for p in sig.parameters.values() if p.kind in kinds and p.name in hints}
+
+
+_UNION_TYPES: tuple[Any, ...] = (typing.Union, types.UnionType)
+_SEQUENCES = (list, tuple, set, frozenset, cabc.Sequence, cabc.MutableSequence, cabc.Iterable, cabc.Collection,
+              cabc.Set, cabc.MutableSet)
+_MAPPINGS = (dict, cabc.Mapping, cabc.MutableMapping)
+
+
+def _conforms(value: Any, tp: Any) -> bool | None:
+    """True / False when ``value`` does / does not fit ``tp``; None when ``tp`` says nothing we can check."""
+    if tp is Any or tp is object or isinstance(tp, (str, TypeVar, typing.ForwardRef)):
+        return None
+    if tp is None or tp is type(None):
+        return value is None
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:
+        return _conforms(value, args[0])
+    if origin in _UNION_TYPES:
+        results = [_conforms(value, a) for a in args]
+        if any(r is True for r in results):
+            return True
+        return None if any(r is None for r in results) else False
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if tp in (pathlib.Path, pathlib.PurePath, os.PathLike) or origin is os.PathLike:
+        return isinstance(value, (str, os.PathLike))
+    container = origin or tp
+    if container in _SEQUENCES:
+        if isinstance(value, (str, bytes, dict)) or not isinstance(value, (list, tuple, set, frozenset)):
+            return False
+        if container is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(value) != len(args):
+                return False
+            results = [_conforms(v, a) for v, a in zip(value, args, strict=True)]
+        else:
+            item = args[0] if args else Any
+            results = [_conforms(v, item) for v in value]
+        return False if any(r is False for r in results) else True
+    if container in _MAPPINGS:
+        if not isinstance(value, dict):
+            return False
+        if len(args) == 2:
+            results = [_conforms(k, args[0]) for k in value] + [_conforms(v, args[1]) for v in value.values()]
+            if any(r is False for r in results):
+                return False
+        return True
+    if inspect.isclass(tp):  # some other class: say yes when it is one, else leave it to the factory
+        return True if isinstance(value, tp) else None
+    return None
+
+
+_NAMES = {bool: "boolean", int: "integer", float: "number", str: "string", dict: "table"}
+
+
+def _describe(tp: Any, *, plural: bool = False) -> str:
+    """``integer``, ``list of strings``, ``one of 'a', 'b'``, ``integer or string`` ..."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:
+        return _describe(args[0], plural=plural)
+    if origin in _UNION_TYPES:
+        parts = [_describe(a, plural=plural) for a in args if a is not type(None)]
+        return " or ".join(dict.fromkeys(parts))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    container = origin or tp
+    if container in _SEQUENCES:
+        if container is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+            text = f"list of {len(args)} items ({', '.join(_describe(a) for a in args)})"
+        else:
+            text = f"list of {_describe(args[0], plural=True)}" if args and args[0] is not Any else "list"
+        return text + ("s" if plural else "")
+    if container in _MAPPINGS:
+        return "tables" if plural else "table"
+    if tp in (pathlib.Path, pathlib.PurePath, os.PathLike) or origin is os.PathLike:
+        return "paths" if plural else "path"
+    name = _NAMES.get(tp) or getattr(tp, "__name__", None) or str(tp)
+    return name + ("s" if plural else "")
+
+
+def _value_label(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+# ---------------------------------------------------------------- the registry
 @dataclass
 class Registry(Generic[T]):
     """name -> factory for one component kind."""
 
     kind: str  # singular, e.g. "policy"
-    _entries: dict[str, Entry[T]] = field(default_factory=dict)
-    _aliases: dict[str, str] = field(default_factory=dict)
+    _entries: list[Entry[T]] = field(default_factory=list)  # every registration, in order
+    _keys: dict[str, list[Entry[T]]] = field(default_factory=dict)  # name or alias -> entries claiming it
 
     def register(
         self,
@@ -90,47 +353,82 @@ class Registry(Generic[T]):
         aliases: tuple[str, ...] | list[str] = (),
         summary: str | None = None,
         provenance: Provenance = BUILTIN,
+        on_clash: Literal["raise", "record"] = "raise",
     ) -> Entry[T]:
+        """Add ``name`` (and its aliases). A name or alias already claimed is a clash: ``on_clash="raise"``
+        raises :class:`DuplicateComponentError` and registers nothing; ``"record"`` (what the plugin
+        manager uses) keeps both, lists both, and makes only that name fail to resolve."""
         if not name or not isinstance(name, str):
             raise DuplicateComponentError(f"{self.kind} name must be a non-empty string, got {name!r}")
         if summary is None:
             doc = inspect.getdoc(factory) or ""
             summary = doc.strip().splitlines()[0] if doc.strip() else ""
         entry = Entry(self.kind, name, factory, tuple(aliases), summary, provenance, name.endswith(":"))
-        for key in (name, *entry.aliases):
-            owner = self._owner(key)
-            if owner is not None:
-                raise DuplicateComponentError(
-                    f"duplicate {self.kind} name {key!r}: registered by {owner.provenance.plugin} "
-                    f"({owner.provenance}) and by {provenance.plugin} ({provenance}).",
-                    hint="Uninstall one of the plugins or block one with DISTILLCTL_DISABLE_PLUGINS.",
-                )
-        self._entries[name] = entry
-        for alias in entry.aliases:
-            self._aliases[alias] = name
+        keys = list(dict.fromkeys((name, *entry.aliases)))
+        if on_clash == "raise":
+            for key in keys:
+                if key in self._keys:
+                    raise DuplicateComponentError(Clash(self.kind, (key,), (*self._keys[key], entry)).line())
+        self._entries.append(entry)
+        for key in keys:
+            self._keys.setdefault(key, []).append(entry)
         return entry
 
+    def clashes(self) -> list[Clash]:
+        """Every name or alias more than one registration claims, one :class:`Clash` per set of
+        claimants (a name and its aliases clash together), in registration order."""
+        grouped: dict[tuple[int, ...], list[str]] = {}
+        claimants: dict[tuple[int, ...], tuple[Entry[T], ...]] = {}
+        for key, claimed in self._keys.items():
+            if len(claimed) > 1:
+                ids = tuple(id(e) for e in claimed)
+                grouped.setdefault(ids, []).append(key)
+                claimants[ids] = tuple(claimed)
+        return [Clash(self.kind, tuple(keys), claimants[ids]) for ids, keys in grouped.items()]
+
     def _owner(self, key: str) -> Entry[T] | None:
-        if key in self._entries:
-            return self._entries[key]
-        if key in self._aliases:
-            return self._entries[self._aliases[key]]
-        return None
+        claimed = self._keys.get(key)
+        if not claimed:
+            return None
+        if len(claimed) > 1:
+            clash = next(c for c in self.clashes() if key in c.names)
+            raise ComponentClashError(f"cannot use {self.kind} {key!r}: {clash.line()}")
+        return claimed[0]
 
     def names(self) -> list[str]:
-        return sorted(self._entries)
+        return sorted({e.name for e in self._entries})
 
     def __iter__(self) -> Iterator[Entry[T]]:
-        return iter(self._entries[n] for n in self.names())
+        return iter(sorted(self._entries, key=lambda e: e.name))  # stable: clashing entries in registration order
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.resolve(name, missing_ok=True) is not None
+        if not isinstance(name, str):
+            return False
+        try:
+            return self.resolve(name, missing_ok=True) is not None
+        except ComponentClashError:
+            return True  # registered (twice): the name exists, resolving it explains the clash
+
+    def listing(self) -> str:
+        """``fixed-order (alias round-robin), optima, uniform (alias random)``: every name a user may type."""
+        parts = []
+        for name in self.names():
+            aliases = list(dict.fromkeys(a for e in self._entries if e.name == name for a in e.aliases))
+            if aliases:
+                parts.append(f"{name} ({'alias' if len(aliases) == 1 else 'aliases'} {', '.join(aliases)})")
+            else:
+                parts.append(name)
+        return ", ".join(parts) if parts else "(none registered)"
 
     def resolve(self, name: str, *, missing_ok: bool = False) -> tuple[Entry[T], str | None] | None:
-        """Find the entry for ``name``: (entry, variant) where variant is the prefix suffix."""
+        """Find the entry for ``name``: (entry, variant) where variant is the prefix suffix.
+
+        Raises :class:`UnknownComponentError` (unless ``missing_ok``) for a name nobody registered and
+        :class:`ComponentClashError` for a name two plugins registered.
+        """
         entry = self._owner(name)
         if entry is not None:
             return entry, None
@@ -141,10 +439,8 @@ class Registry(Generic[T]):
                 return entry, variant
         if missing_ok:
             return None
-        valid = self.names()
-        hint = did_you_mean(name, valid + list(self._aliases))
-        listing = ", ".join(valid) if valid else "(none registered)"
-        raise UnknownComponentError(f"unknown {self.kind} {name!r}.{hint} Valid {self.kind} names: {listing}.")
+        hint = did_you_mean(name, list(self._keys))  # names and aliases: all of them are in the listing
+        raise UnknownComponentError(f"unknown {self.kind} {name!r}.{hint} Valid {self.kind} names: {self.listing()}.")
 
     def get(self, name: str) -> Entry[T]:
         found = self.resolve(name)
@@ -152,10 +448,15 @@ class Registry(Generic[T]):
         return found[0]
 
     def create(self, name: str, /, **kwargs: Any) -> T:
-        """Call the factory of ``name`` with ``kwargs`` (plus ``variant=`` for prefix entries)."""
+        """Call the factory of ``name`` with ``kwargs`` (plus ``variant=`` for prefix entries).
+
+        The factory runs under :func:`plugin_errors`: anything it raises but a ``DistillctlError``
+        becomes one :class:`PluginError` line naming the plugin and its version.
+        """
         found = self.resolve(name)
         assert found is not None
         entry, variant = found
         if variant is not None:
             kwargs["variant"] = variant
-        return entry.factory(**kwargs)
+        with plugin_errors(entry, name=name):
+            return entry.factory(**kwargs)

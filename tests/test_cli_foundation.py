@@ -101,8 +101,10 @@ def test_plugins_json(cli: Any, use_plugins: Any, plugin: Any) -> None:
                 "plugin": "greedy_plugin",
                 "distribution": "distillctl-policy-greedy",
                 "version": "0.3.1",
+                "clash": False,
             }
         ],
+        "clashes": [],
         "broken": [],
     }
 
@@ -115,25 +117,30 @@ def test_plugins_lists_broken_plugin_and_keeps_the_rest(cli: Any, use_plugins: A
     result = cli("plugins")
     assert result.exit_code == 0  # a diagnostic command: broken plugins are listed, not fatal
     assert "greedy" in result.stdout
-    assert "broken plugin 'bad_plugin' (distillctl-bad): RuntimeError: boom: cannot find my weights" in result.stdout
+    assert "broken plugin 'bad_plugin' (distillctl-bad 0.0.1): RuntimeError: boom: cannot find my weights" in result.stdout
 
     doc = json.loads(cli("plugins", "--json").stdout)
     assert doc["broken"] == [
-        {"plugin": "bad_plugin", "distribution": "distillctl-bad", "error": "RuntimeError: boom: cannot find my weights"}
+        {
+            "plugin": "bad_plugin",
+            "distribution": "distillctl-bad",
+            "version": "0.0.1",
+            "error": "RuntimeError: boom: cannot find my weights",
+        }
     ]
     assert [c["name"] for c in doc["components"] if c["kind"] == "policy" and c["plugin"] == "greedy_plugin"] == ["greedy"]
 
 
-def test_plugins_duplicate_is_one_error_line(cli: Any, use_plugins: Any, plugin: Any) -> None:
+def test_plugins_duplicate_is_listed_not_fatal(cli: Any, use_plugins: Any, plugin: Any) -> None:
     a = plugin("plugin_a", distribution="distillctl-a", version="1.0", register_policies=_register_greedy)
     b = plugin("plugin_b", distribution="distillctl-b", version="2.0", register_policies=_register_greedy)
     use_plugins(a, b, lazy=True)
     result = cli("plugins")
-    assert result.exit_code == 1
-    lines = _stderr_lines(result)
-    assert len(lines) == 1
-    assert lines[0].startswith("error: duplicate policy name 'greedy': registered by plugin_a (distillctl-a 1.0)")
-    assert "plugin_b (distillctl-b 2.0)" in lines[0] and "DISTILLCTL_DISABLE_PLUGINS" in lines[0]
+    assert result.exit_code == 0, result.output  # a clash no longer takes down every command (more in test_plugins.py)
+    clash = [line for line in result.stdout.splitlines() if line.startswith("clash: ")]
+    assert len(clash) == 1  # one line for the name and its alias 'g'
+    assert clash[0].startswith("clash: duplicate policy names 'greedy', 'g': registered by plugin_a (distillctl-a 1.0)")
+    assert "plugin_b (distillctl-b 2.0)" in clash[0] and "DISTILLCTL_DISABLE_PLUGINS=plugin_b" in clash[0]
 
 
 def test_plugins_blocked_by_env(cli: Any, use_plugins: Any, plugin: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -173,7 +180,7 @@ def test_presets_show_prints_the_file_with_header(cli: Any, tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("given", "expected"),
     [
-        ("nosuch", "error: unknown preset 'nosuch'. Did you mean 'smoke'? Bundled presets: {names}."),
+        ("nosuch", "error: unknown preset 'nosuch'. Bundled presets: {names}."),  # nothing close: no noise
         ("smok", "error: unknown preset 'smok'. Did you mean 'smoke'? Bundled presets: {names}."),
         ("missing/smoke.toml", "error: preset file missing/smoke.toml not found (did you mean the bundled preset 'smoke'?)."),
     ],

@@ -4,11 +4,11 @@ Everything here imports only typer / rich: ``distillctl --help`` must never impo
 """
 
 import json
-import os
 import sys
 from typing import TYPE_CHECKING, Any
 
 from distillctl.errors import ConfigError, DistillctlError
+from distillctl.errors import debug_enabled as debug_enabled  # re-exported: one definition, in errors.py
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
@@ -42,8 +42,3 @@ def report_error(exc: DistillctlError) -> int:
     for line in error_lines(exc):
         err.print(line, style="red", markup=False, highlight=False, soft_wrap=True)
     return exc.exit_code
-
-
-def debug_enabled() -> bool:
-    """``DISTILLCTL_DEBUG=1``: let handled errors keep their traceback."""
-    return os.environ.get("DISTILLCTL_DEBUG", "").strip().lower() in {"1", "true", "yes", "on"}

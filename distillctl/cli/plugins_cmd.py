@@ -1,4 +1,4 @@
-"""``distillctl plugins``: every registered component, who provides it, and broken plugins."""
+"""``distillctl plugins``: every registered component, who provides it, clashes and broken plugins."""
 
 from typing import Annotated, Any
 
@@ -12,10 +12,16 @@ def register(app: typer.Typer) -> None:
 
 
 def plugins_document() -> dict[str, Any]:
-    """``{"components": [...], "broken": [...]}``: the data behind the table and ``--json``."""
+    """``{"components": [...], "clashes": [...], "broken": [...]}``: the data behind the table and ``--json``.
+
+    Both sides of a clash are listed (``"clash": true``); each clash carries its one-line message
+    with the ``DISTILLCTL_DISABLE_PLUGINS=...`` values that resolve it.
+    """
     from distillctl.plugins import KINDS, get_plugins
 
     loaded = get_plugins()
+    clashes = loaded.clashes()
+    clashing = {id(e) for c in clashes for e in c.entries}
     components = []
     for kind in KINDS.values():  # hook order: teacher, student, splitter, policy, dataset, evaluator
         for entry in loaded.registry(kind):
@@ -29,19 +35,34 @@ def plugins_document() -> dict[str, Any]:
                     "plugin": entry.provenance.plugin,
                     "distribution": entry.provenance.distribution,
                     "version": entry.provenance.version,
+                    "clash": id(entry) in clashing,
                 }
             )
-    broken = [{"plugin": b.name, "distribution": b.distribution, "error": b.error} for b in loaded.broken]
-    return {"components": components, "broken": broken}
+    clash_docs = [
+        {
+            "kind": c.kind,
+            "names": list(c.names),
+            "plugins": [{"plugin": p.plugin, "distribution": p.distribution, "version": p.version} for p in c.plugins()],
+            "fixes": [value for value, _ in c.fixes()],
+            "message": c.line(),
+        }
+        for c in clashes
+    ]
+    broken = [
+        {"plugin": b.name, "distribution": b.distribution, "version": b.version, "error": b.error} for b in loaded.broken
+    ]
+    return {"components": components, "clashes": clash_docs, "broken": broken}
 
 
 def plugins(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON document for scripts.")] = False,
 ) -> None:
-    """List every registered component (built-in and third-party) and any broken plugin.
+    """List every registered component (built-in and third-party), name clashes and broken plugins.
 
     A plugin that fails to import or raises in a hook is listed below the table in red; the
-    others keep working. Block a plugin with [bold]DISTILLCTL_DISABLE_PLUGINS=name[/bold].
+    others keep working. Two plugins registering one name are both listed, with the
+    [bold]DISTILLCTL_DISABLE_PLUGINS=...[/bold] value that resolves the clash; only that name
+    refuses to be used until then.
     """
     doc = plugins_document()
     if as_json:
@@ -62,7 +83,7 @@ def plugins(
         name = c["name"] + ("<variant>" if c["prefix"] else "")
         table.add_row(
             c["kind"],
-            Text(name),
+            Text(name + (" (clash)" if c["clash"] else ""), style="red" if c["clash"] else ""),
             Text(", ".join(c["aliases"])),
             Text(f"{c['distribution']} {c['version']}"),
             Text(c["summary"]),
@@ -71,6 +92,8 @@ def plugins(
         out.print(table)
     else:
         out.print("no components registered", style="yellow")
+    for c in doc["clashes"]:
+        out.print(f"clash: {c['message']}", style="red", markup=False, highlight=False, soft_wrap=True)
     for b in doc["broken"]:
-        line = f"broken plugin {b['plugin']!r} ({b['distribution']}): {b['error']}"
+        line = f"broken plugin {b['plugin']!r} ({b['distribution']} {b['version']}): {b['error']}"
         out.print(line, style="red", markup=False, highlight=False, soft_wrap=True)

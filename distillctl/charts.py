@@ -1,0 +1,382 @@
+"""Charts for the HTML reports: matplotlib figures rendered to self-contained inline SVG.
+
+Every function takes plain data (lists and dicts out of ``report.json``, ``compare.json`` or the
+``simulate`` document) and returns an ``<svg>...</svg>`` string ready to paste into HTML: no XML
+declaration, no DOCTYPE, no comments, no metadata block, element ids prefixed so that several
+charts can share one page. Text stays text (``svg.fonttype = "none"``), so nothing is fetched.
+
+matplotlib is imported inside :func:`_plt` only: ``distillctl --help`` never pays for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+# Colours (matplotlib's tab10), given to arms by position so an arm keeps its colour in every chart.
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+           "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+WIDTH = 11.0  # inches; at 72 px/in about 800 px, scaled to the page width by CSS
+
+
+def colour(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({
+        "svg.fonttype": "none",  # text as <text>: small, selectable, no embedded font files
+        "svg.hashsalt": "distillctl",  # deterministic clip-path ids
+        "font.family": "sans-serif",
+        "font.size": 9,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "axes.grid": True,
+        "axes.axisbelow": True,  # grid lines behind bars
+        "grid.color": "#e5e5e5",
+        "grid.linewidth": 0.6,
+        "axes.edgecolor": "#888888",
+        "axes.titlesize": 10,
+        "axes.titleweight": "bold",
+        "axes.titlelocation": "left",
+        "legend.frameon": False,
+        "legend.fontsize": 8,
+    })
+    return plt
+
+
+def to_svg(fig: Any) -> str:
+    """Render ``fig`` to a clean inline ``<svg>`` string and close it."""
+    plt = _plt()
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
+    plt.close(fig)
+    text = buf.getvalue()
+    text = text[text.index("<svg"):]  # drop <?xml ...?> and the DOCTYPE that names w3.org
+    text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
+    text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)  # RDF block with dublincore URLs
+    # Unique ids per chart: several SVGs on one page must not resolve each other's #refs.
+    prefix = "c" + hashlib.sha1(text.encode()).hexdigest()[:8] + "-"  # deterministic: same chart, same ids
+    text = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{prefix}{m.group(1)}"', text)
+    text = re.sub(r"url\(#([^)]+)\)", lambda m: f"url(#{prefix}{m.group(1)})", text)
+    text = re.sub(r'href="#([^"]+)"', lambda m: f'href="#{prefix}{m.group(1)}"', text)
+    # Let CSS size the chart to its container; the viewBox keeps the aspect ratio.
+    text = re.sub(r'(<svg[^>]*?)\swidth="[^"]*"\sheight="[^"]*"', r"\1", text, count=1)
+    return text.strip()
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _integer_x(ax: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _log_if_wide(ax: Any, values: Sequence[float]) -> None:
+    vals = [v for v in values if _finite(v) and v > 0]
+    if vals and max(vals) / min(vals) > 30:
+        ax.set_yscale("log")
+
+
+# ---------------------------------------------------------------------------------------- run charts
+
+
+def arm_timeline(arms: list[str], episodes: list[dict[str, Any]]) -> str:
+    """One row per arm, a bar at each episode that pulled it (coloured by the arm)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(WIDTH, 0.9 + 0.32 * max(len(arms), 1)))
+    row = {a: i for i, a in enumerate(arms)}
+    for e in episodes:
+        a = e.get("arm")
+        if a not in row:
+            row[a] = len(row)
+        ax.broken_barh([(e.get("episode", 0) - 0.45, 0.9)], (row[a] - 0.38, 0.76), color=colour(row[a]))
+    names = list(row)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_ylim(len(names) - 0.5, -0.5)
+    ax.set_xlim(0.4, max([e.get("episode", 0) for e in episodes] + [1]) + 0.6)
+    ax.set_xlabel("episode")
+    ax.grid(axis="y", visible=False)
+    _integer_x(ax)
+    return to_svg(fig)
+
+
+def rewards(arms: list[str], episodes: list[dict[str, Any]]) -> str:
+    """Reward of each pull (dots) and the policy's posterior mean ± std per arm (line and band)."""
+    plt = _plt()
+    n = max(len(arms), 1)
+    small_multiples = n <= 6
+    fig, axes = plt.subplots(n if small_multiples else 1, 1, sharex=True, sharey=True, squeeze=False,
+                             figsize=(WIDTH, (1.5 * n + 0.6) if small_multiples else 3.6))
+    axes = [a for (a,) in axes]
+    xs = [e.get("episode", i + 1) for i, e in enumerate(episodes)]
+    for i, arm in enumerate(arms):
+        ax = axes[i] if small_multiples else axes[0]
+        c = colour(i)
+        post = [(x, (e.get("posterior") or [])[i]) for x, e in zip(xs, episodes, strict=False)
+                if i < len(e.get("posterior") or []) and isinstance(e["posterior"][i], dict)]
+        post = [(x, p.get("mean"), p.get("std") or 0.0) for x, p in post if _finite(p.get("mean"))]
+        if post:
+            px, pm, ps = zip(*post, strict=False)
+            ax.plot(px, pm, color=c, lw=1.4, label=f"{arm}: posterior mean ± std")
+            ax.fill_between(px, [m - s for m, s in zip(pm, ps, strict=False)], [m + s for m, s in zip(pm, ps, strict=False)],
+                            color=c, alpha=0.15, lw=0, step=None)
+        pulled = [(x, e.get("reward")) for x, e in zip(xs, episodes, strict=False) if e.get("arm") == arm and _finite(e.get("reward"))]
+        if pulled:
+            ax.scatter(*zip(*pulled, strict=False), s=18, color=c, edgecolor="white", linewidth=0.5, zorder=3,
+                       label=f"{arm}: reward of a pull")
+        if small_multiples:
+            ax.text(0.005, 0.94, arm, transform=ax.transAxes, va="top", fontsize=9, fontweight="bold", color=c)
+        ax.axhline(0, color="#999999", lw=0.6)
+    if not small_multiples:
+        axes[0].legend(ncol=2, loc="upper right")
+    axes[-1].set_xlabel("episode")
+    _integer_x(axes[-1])
+    fig.supylabel("relative probe-loss decrement", fontsize=8)
+    return to_svg(fig)
+
+
+def probe_losses(initial: dict[str, Any], episodes: list[dict[str, Any]]) -> str:
+    """Held-out probe loss (total and its terms) per episode; training loss of the episode, dashed."""
+    plt = _plt()
+    eps = [(0, initial or {})] + [(e.get("episode", i + 1), e.get("probe") or {}) for i, e in enumerate(episodes)]
+    keys = list(dict.fromkeys(k for _, p in eps for k in p))
+    main = [k for k in keys if not k.startswith("lw/")]
+    per_module = [k for k in keys if k.startswith("lw/")]
+    fig, axes = plt.subplots(1, 2 if per_module else 1, figsize=(WIDTH, 3.4), squeeze=False)
+    ax = axes[0][0]
+    plotted: list[float] = []
+    for j, k in enumerate(main):
+        pts = [(x, p[k]) for x, p in eps if _finite(p.get(k))]
+        if pts:
+            ax.plot(*zip(*pts, strict=False), marker="o" if len(pts) < 40 else None, ms=3, lw=2.0 if k == "total" else 1.2,
+                    color="#222222" if k == "total" else colour(j + 3), label=k)
+            plotted += [v for _, v in pts]
+    train = [(e.get("episode", i + 1), (e.get("train") or {}).get("total")) for i, e in enumerate(episodes)]
+    train = [(x, v) for x, v in train if _finite(v)]
+    if train:
+        ax.plot(*zip(*train, strict=False), ls="--", lw=1, color="#777777", label="train total")
+        plotted += [v for _, v in train]
+    _log_if_wide(ax, plotted)
+    ax.set_xlabel("episode (0 = before training)")
+    _integer_x(ax)
+    ax.set_title("Probe loss and its terms")
+    ax.legend(loc="best")
+    if per_module:
+        ax2 = axes[0][1]
+        for j, k in enumerate(per_module):
+            pts = [(x, p[k]) for x, p in eps if _finite(p.get(k))]
+            if pts:
+                ax2.plot(*zip(*pts, strict=False), marker="o" if len(pts) < 40 else None, ms=3, lw=1.3, color=colour(j), label=k[3:])
+        ax2.set_xlabel("episode")
+        _integer_x(ax2)
+        ax2.set_title("Layerwise term per module")
+        ax2.legend(loc="best")
+    fig.tight_layout()
+    return to_svg(fig)
+
+
+def pull_counts(arms: list[dict[str, Any]]) -> str:
+    """Horizontal bars: pulls per arm, labelled with the arm's mean reward."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(WIDTH, 0.8 + 0.34 * max(len(arms), 1)))
+    names = [str(a.get("arm")) for a in arms]
+    pulls = [a.get("pulls") or 0 for a in arms]
+    ax.barh(range(len(names)), pulls, color=[colour(i) for i in range(len(names))], height=0.7)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    for i, a in enumerate(arms):
+        mr = a.get("mean_reward")
+        note = f"{pulls[i]}" + (f"  (mean reward {mr:.3g})" if _finite(mr) else "")
+        ax.text(pulls[i], i, "  " + note, va="center", fontsize=8)
+    ax.set_xlim(0, max(pulls + [1]) * 1.35)
+    ax.grid(axis="y", visible=False)
+    ax.set_xlabel("pulls")
+    _integer_x(ax)
+    return to_svg(fig)
+
+
+# ------------------------------------------------------------------------------------ compare charts
+
+
+def _err_bars(ax: Any, labels: list[str], pairs: list[Any], title: str, xlabel: str) -> None:
+    means = [p[0] if p and _finite(p[0]) else 0.0 for p in pairs]
+    stds = [p[1] if p and len(p) > 1 and _finite(p[1]) else 0.0 for p in pairs]
+    missing = [not (p and _finite(p[0])) for p in pairs]
+    ax.barh(range(len(labels)), means, xerr=stds, height=0.6, capsize=3,
+            color=[colour(i) for i in range(len(labels))], error_kw={"elinewidth": 1, "ecolor": "#333333"})
+    for i, m in enumerate(missing):
+        if m:
+            ax.text(0, i, "  not reached", va="center", fontsize=8, color="#777777")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.grid(axis="y", visible=False)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+
+
+def compare_bars(rows: list[dict[str, Any]], target: float | None) -> str:
+    """Final probe loss and steps to the target, mean ± std per run label."""
+    plt = _plt()
+    labels = [str(r.get("label", r.get("policy", "?"))) for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 0.9 + 0.42 * max(len(rows), 1)), sharey=True)
+    _err_bars(axes[0], labels, [r.get("final_probe") for r in rows], "Final probe loss (mean ± std)", "probe loss")
+    tgt = f" {target:.4g}" if _finite(target) else ""
+    _err_bars(axes[1], labels, [r.get("steps_to_target") for r in rows], f"Steps to probe loss{tgt}", "steps")
+    fig.tight_layout()
+    return to_svg(fig)
+
+
+def compare_metrics(rows: list[dict[str, Any]]) -> str | None:
+    """Grouped bars: each eval metric (mean ± std) per run label; None when no row has eval."""
+    metrics = sorted({k for r in rows for k in (r.get("eval") or {})})
+    if not metrics:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(WIDTH, 3.2))
+    width = 0.8 / max(len(rows), 1)
+    for i, r in enumerate(rows):
+        ev = r.get("eval") or {}
+        ms = [(ev.get(k) or [None])[0] for k in metrics]
+        ss = [(list(ev.get(k) or []) + [0, 0])[1] for k in metrics]
+        ax.bar([j + i * width - 0.4 + width / 2 for j in range(len(metrics))],
+               [m if _finite(m) else 0 for m in ms], width * 0.92,
+               yerr=[s if _finite(s) else 0 for s in ss], capsize=2, color=colour(i),
+               label=str(r.get("label", "?")), error_kw={"elinewidth": 0.8})
+    ax.set_xticks(range(len(metrics)), metrics)
+    ax.grid(axis="x", visible=False)
+    ax.set_title("Student evaluation (mean ± std over seeds)")
+    ax.legend(ncol=min(len(rows), 4), loc="upper right")
+    return to_svg(fig)
+
+
+def compare_pulls(rows: list[dict[str, Any]]) -> str | None:
+    """Stacked bars: share of pulls per arm, one bar per run label."""
+    arms = list(dict.fromkeys(a for r in rows for a in (r.get("pulls") or {})))
+    if not arms:
+        return None
+    plt = _plt()
+    labels = [str(r.get("label", "?")) for r in rows]
+    fig, ax = plt.subplots(figsize=(WIDTH, 0.9 + 0.42 * max(len(rows), 1)))
+    left = [0.0] * len(rows)
+    for j, a in enumerate(arms):
+        share = []
+        for r in rows:
+            p = r.get("pulls") or {}
+            total = sum(v for v in p.values() if _finite(v)) or 1
+            share.append((p.get(a) or 0) / total)
+        ax.barh(range(len(rows)), share, left=left, height=0.6, color=colour(j), label=a)
+        left = [x + s for x, s in zip(left, share, strict=False)]
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+    ax.grid(axis="y", visible=False)
+    ax.set_title("Share of pulls per arm")
+    ax.legend(ncol=min(len(arms), 5), loc="lower center", bbox_to_anchor=(0.5, 1.08))
+    return to_svg(fig)
+
+
+def compare_curves(rows: list[dict[str, Any]], target: float | None) -> str | None:
+    """Probe loss per episode: thin line per seed, thick line for the mean, per run label."""
+    if not any(r.get("curves") for r in rows):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(WIDTH, 3.6))
+    plotted: list[float] = []
+    for i, r in enumerate(rows):
+        curves = [[v for v in c if _finite(v)] for c in (r.get("curves") or []) if c]
+        curves = [c for c in curves if c]
+        for c in curves:
+            ax.plot(range(len(c)), c, color=colour(i), lw=0.7, alpha=0.35)
+            plotted += c
+        if curves:
+            n = min(len(c) for c in curves)
+            mean = [sum(c[k] for c in curves) / len(curves) for k in range(n)]
+            ax.plot(range(n), mean, color=colour(i), lw=2, label=str(r.get("label", "?")))
+    if _finite(target):
+        ax.axhline(target, color="#555555", ls=":", lw=1, label=f"target {target:.4g}")
+    _log_if_wide(ax, plotted)
+    ax.set_xlabel("episode")
+    ax.set_ylabel("probe loss")
+    ax.set_title("Probe loss per episode (thin: each seed, thick: mean)")
+    ax.legend(loc="upper right")
+    return to_svg(fig)
+
+
+# ----------------------------------------------------------------------------------- simulate charts
+
+
+def bars_with_std(labels: list[str], means: list[float], stds: list[float] | None, title: str, xlabel: str) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(WIDTH, 0.9 + 0.4 * max(len(labels), 1)))
+    ax.barh(range(len(labels)), [m if _finite(m) else 0 for m in means],
+            xerr=[s if _finite(s) else 0 for s in stds] if stds else None, height=0.6, capsize=3,
+            color=[colour(i) for i in range(len(labels))], error_kw={"elinewidth": 1, "ecolor": "#333333"})
+    for i, m in enumerate(means):
+        if _finite(m):
+            ax.text(m, i, f"  {m:.4g}", va="bottom", fontsize=8)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.grid(axis="y", visible=False)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    return to_svg(fig)
+
+
+def lines_over(labels: list[str], series: list[dict[str, float]], title: str, xlabel: str, ylabel: str) -> str:
+    """One line per label over the (sorted) keys of its dict, e.g. regret per horizon."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(WIDTH, 3.4))
+    keys = list(dict.fromkeys(k for s in series for k in s))
+    try:
+        keys.sort(key=float)
+        xs: list[Any] = [float(k) for k in keys]
+    except ValueError:
+        xs = list(range(len(keys)))
+        ax.set_xticks(xs, keys)
+    for i, (label, s) in enumerate(zip(labels, series, strict=False)):
+        pts = [(x, s[k]) for x, k in zip(xs, keys, strict=False) if _finite(s.get(k))]
+        if pts:
+            ax.plot(*zip(*pts, strict=False), marker="o", ms=3, color=colour(i), label=label)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="upper left")
+    return to_svg(fig)
+
+
+def schedule(schedule: list[Any], episodes: int) -> str | None:
+    """The true mean reward of each arm over episodes (a step function from the switch points)."""
+    pts = [(int(s[0]), [float(m) for m in s[1]]) for s in schedule or [] if len(s) == 2]
+    if not pts:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(WIDTH, 2.6))
+    pts.sort()
+    n_arms = max(len(m) for _, m in pts)
+    for a in range(n_arms):
+        xs, ys = [], []
+        for k, (start, means) in enumerate(pts):
+            end = pts[k + 1][0] if k + 1 < len(pts) else episodes
+            if a < len(means):
+                xs += [start, end]
+                ys += [means[a], means[a]]
+        ax.plot(xs, ys, color=colour(a), lw=2, label=f"arm {a}")
+    ax.set_xlabel("episode")
+    ax.set_ylabel("mean reward")
+    ax.set_title("The bandit: true mean reward of each arm")
+    ax.legend(ncol=min(n_arms, 6), loc="upper right")
+    return to_svg(fig)
