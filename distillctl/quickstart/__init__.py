@@ -157,37 +157,44 @@ def build_model(cfg: dict[str, Any] | None = None, *, init: bool = True, device:
     return build_coca(cfg or model_config(), device, init_decoder=init)
 
 
+def _weights_path(weights: str | None) -> Path:
+    """The file behind a ``--teacher-weights`` value: bundled, a file (.safetensors / .pt), a folder
+    holding one, or ``local-dir:DIR`` (open_clip's folder form, as written by ``distill``)."""
+    from distillctl.coca.weights import _local_dir
+
+    if weights in (None, "", "bundled"):
+        if not WEIGHTS_FILE.is_file():
+            raise WeightsError(
+                f"the bundled quickstart weights are missing ({WEIGHTS_FILE}); reinstall distillctl or train them with "
+                "'python -m distillctl.quickstart.train'."
+            )
+        return WEIGHTS_FILE
+    assert weights is not None
+    if weights.startswith("local-dir:"):
+        return Path(_local_dir(Path(weights[len("local-dir:"):]).expanduser(), weights).path or "")
+    path = Path(weights).expanduser()
+    if path.is_dir():
+        return Path(_local_dir(path, weights).path or "")
+    if not path.is_file():
+        raise WeightsError(f"teacher weights file not found: {path} (check --teacher-weights).")
+    return path
+
+
 def load_quickstart_teacher(weights: str | None = None, device: str = "cpu") -> Teacher:
     """Bundled tiny CoCa trained on shapes (3.7M params, offline)."""
-    from safetensors.torch import load_file
-
-    from distillctl.coca.weights import file_sha256
+    from distillctl.coca.weights import file_sha256, load_weights_into
     from distillctl.interfaces import Teacher
 
-    path = WEIGHTS_FILE if weights in (None, "", "bundled") else Path(weights)
     model = build_model(init=weights == "random", device="meta" if device == "meta" else "cpu")
     if device == "meta":  # architecture only (``distillctl inspect``): no weights read
         what, digest = "(not loaded: meta)", ""
     elif weights == "random":
         what, digest = "random", "random"
     else:
-        if not path.is_file():
-            if path == WEIGHTS_FILE:
-                raise WeightsError(
-                    f"the bundled quickstart weights are missing ({path}); reinstall distillctl or train them with "
-                    "'python -m distillctl.quickstart.train'."
-                )
-            raise WeightsError(f"teacher weights file not found: {path} (check --teacher-weights).")
-        try:
-            state = load_file(str(path))
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
-            raise WeightsError(f"cannot read {path} as safetensors ({exc}); pass a .safetensors file.") from None
-        state = {k: v.float() for k, v in state.items()}
-        result = model.load_state_dict(state, strict=False)
-        bad = list(result.missing_keys) + list(result.unexpected_keys)
-        if bad:
-            raise WeightsError(f"{path} does not fit the quickstart architecture (first keys: {', '.join(bad[:3])}).")
-        what, digest = ("bundled" if path == WEIGHTS_FILE else str(path)), file_sha256(path)
+        path = _weights_path(weights)
+        what = "bundled" if path == WEIGHTS_FILE else str(weights)
+        load_weights_into(model, path, what=what)  # .safetensors or torch.load(weights_only=True); one-line mismatch
+        digest = file_sha256(path)
     if device != "meta":
         model = model.to(device)
     model = model.eval().requires_grad_(False)
