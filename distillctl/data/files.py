@@ -16,6 +16,7 @@ import io
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -25,6 +26,7 @@ from distillctl.interfaces import Sample
 
 SPLITS = ("all", "train", "val", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+CSV_FIELD_LIMIT = 16 * 2**20  # characters per CSV field (Python's default is 128 KiB)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -132,7 +134,16 @@ class CsvDataset:
         except OSError as exc:
             raise DataError(f"cannot read {self.path}: {exc.strerror}.") from None
         delimiter = _delimiter(text, separator)
+        if csv.field_size_limit() < CSV_FIELD_LIMIT:  # Python's default (128 KiB) is below a long web caption
+            csv.field_size_limit(CSV_FIELD_LIMIT)
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+        try:
+            self._read(reader, image_column, caption_column, label_column, delimiter, split, val_fraction, test_fraction)
+        except csv.Error as exc:  # a field over the limit, a NUL byte ...
+            raise DataError(f"{self.path}:{reader.line_num}: not readable as CSV ({exc}).") from None
+
+    def _read(self, reader: Any, image_column: str, caption_column: str, label_column: str | None, delimiter: str,
+              split: str, val_fraction: float, test_fraction: float) -> None:
         header = next(reader, None)
         if header is None:
             raise DataError(
@@ -232,6 +243,7 @@ class CocoDataset:
         entries = self._parse(data)
         self.total = len(entries)
         self.entries = [entries[i] for i in split_range(len(entries), split, val_fraction, test_fraction)]
+        self.explicit_root = images is not None
 
     def _image_root(self, images: str | Path | None) -> Path:
         if images is not None:
@@ -286,6 +298,10 @@ class CocoDataset:
         path = self.root / file_name
         if not captions:
             raise SkipItem(f"{path}: empty caption (image id {image_id} has no caption)")
+        if not path.exists():  # the usual cause is the folder, not the image: say where images are looked for
+            where = "in" if self.explicit_root else f"beside {self.path.name}, in"
+            raise SkipItem(f"{path}: missing file (COCO images are looked for {where} {self.root}; "
+                           "point --set data.images=DIR at the image folder)")
         return Sample(image=load_image(path), caption=captions[0], label=None, captions=list(captions))
 
     def describe(self) -> str:
