@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import pytest
 
@@ -195,3 +196,67 @@ def test_load_toml_not_utf8_is_one_problem(tmp_path: Any) -> None:
     with pytest.raises(ConfigError, match="not a UTF-8 text file") as info:
         config.load_toml(p)
     assert len(info.value.problems) == 1
+
+
+# ----------------------------------------------------------------- option types (factory annotations)
+def _typed_policy(*, arms: list, seed: int, window: int = 8, sigma: float | None = None, order: Sequence[str] | None = None,
+                  mode: Literal["fast", "slow"] = "fast", warmup: bool = True, opaque: NotImportedHere = None) -> str:  # noqa: F821
+    """Fake policy with annotated options."""
+    return "typed"
+
+
+TEACHER = {"teacher": {"name": "quickstart"}}
+
+
+def _typed_kwargs_policy(*, arms: list, seed: int, window: int = 8, **extra: Any) -> str:
+    """Fake policy taking **kwargs."""
+    return "typed"
+
+
+def _typed_plugin(plugin: Any) -> Any:
+    def register_policies(register: Any) -> None:
+        register("typed", _typed_policy)
+        register("typed-kw", _typed_kwargs_policy)
+
+    return plugin("typed_components", register_policies=register_policies)
+
+
+def test_option_types_checked_every_problem_at_once(use_plugins: Any, plugin: Any) -> None:
+    use_plugins(_typed_plugin(plugin))
+    ok = {"name": "typed", "window": 4, "sigma": 1, "order": ["vision", "text"], "mode": "slow", "warmup": False, "opaque": [1]}
+    assert config.validate({**TEACHER, "policy": ok})["policy"]["window"] == 4  # an int is a fine float; unresolvable types pass
+
+    bad = {"name": "typed", "window": "abc", "sigma": "high", "order": "vision", "mode": "medium", "warmup": 1}
+    with pytest.raises(ConfigError) as info:
+        config.validate({**TEACHER, "policy": bad, "train": {"lr": "fast"}})
+    assert info.value.problems == [
+        "policy.window: expected integer, got str 'abc'",
+        "policy.sigma: expected number, got str 'high'",
+        "policy.order: expected list of strings, got str 'vision'",
+        "policy.mode: expected one of 'fast', 'slow', got str 'medium'",
+        "policy.warmup: expected boolean, got int 1",
+        "train.lr: expected number, got str 'fast'",
+    ]
+
+
+def test_kwargs_factory_still_checks_its_named_options(use_plugins: Any, plugin: Any) -> None:
+    use_plugins(_typed_plugin(plugin))
+    assert config.validate({**TEACHER, "policy": {"name": "typed-kw", "anything": "x", "window": 2}})["policy"]["anything"] == "x"
+    with pytest.raises(ConfigError) as info:
+        config.validate({**TEACHER, "policy": {"name": "typed-kw", "window": 2.5, "seed": 1}})
+    assert info.value.problems == [
+        "policy.window: expected integer, got float 2.5",
+        "policy.seed: unknown option for policy 'typed-kw' (valid: any other name)",  # reserved: distillctl sets it
+    ]
+
+
+def test_presets_validate_reports_option_types_of_builtins() -> None:
+    from typer.testing import CliRunner
+
+    from distillctl.cli import app
+
+    result = CliRunner().invoke(app, ["presets", "validate", "smoke", "--set", "policy.window=abc", "--set", "data.image_size=big"])
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert "  policy.window: expected integer, got str 'abc'" in lines
+    assert "  data.image_size: expected integer, got str 'big'" in lines
