@@ -221,7 +221,8 @@ def _err_bars(ax: Any, labels: list[str], pairs: list[Any], title: str, xlabel: 
         if m:
             ax.text(0, i, "  not reached", va="center", fontsize=8, color="#777777")
     ax.set_yticks(range(len(labels)), labels)
-    ax.invert_yaxis()
+    if not ax.yaxis_inverted():  # shared y axes: invert once, first label on top
+        ax.invert_yaxis()
     ax.grid(axis="y", visible=False)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
@@ -256,6 +257,7 @@ def compare_metrics(rows: list[dict[str, Any]]) -> str | None:
                yerr=[s if _finite(s) else 0 for s in ss], capsize=2, color=colour(i),
                label=str(r.get("label", "?")), error_kw={"elinewidth": 0.8})
     ax.set_xticks(range(len(metrics)), metrics)
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.2)  # headroom for the legend
     ax.grid(axis="x", visible=False)
     ax.set_title("Student evaluation (mean ± std over seeds)")
     ax.legend(ncol=min(len(rows), 4), loc="upper right")
@@ -285,7 +287,7 @@ def compare_pulls(rows: list[dict[str, Any]]) -> str | None:
     ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
     ax.grid(axis="y", visible=False)
     ax.set_title("Share of pulls per arm")
-    ax.legend(ncol=min(len(arms), 5), loc="lower center", bbox_to_anchor=(0.5, 1.08))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return to_svg(fig)
 
 
@@ -327,7 +329,10 @@ def bars_with_std(labels: list[str], means: list[float], stds: list[float] | Non
             color=[colour(i) for i in range(len(labels))], error_kw={"elinewidth": 1, "ecolor": "#333333"})
     for i, m in enumerate(means):
         if _finite(m):
-            ax.text(m, i, f"  {m:.4g}", va="bottom", fontsize=8)
+            s = stds[i] if stds and _finite(stds[i]) else 0.0
+            ax.text(m + s, i, f"  {m:.4g}", va="center", fontsize=8)
+    ax.set_xlim(0, max([m + (stds[i] if stds and _finite(stds[i]) else 0) for i, m in enumerate(means) if _finite(m)]
+                       + [1e-9]) * 1.15)
     ax.set_yticks(range(len(labels)), labels)
     ax.invert_yaxis()
     ax.grid(axis="y", visible=False)
@@ -378,5 +383,28 @@ def schedule(schedule: list[Any], episodes: int) -> str | None:
     ax.set_xlabel("episode")
     ax.set_ylabel("mean reward")
     ax.set_title("The bandit: true mean reward of each arm")
-    ax.legend(ncol=min(n_arms, 6), loc="upper right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return to_svg(fig)
+
+
+def grouped_bars(labels: list[str], series: list[dict[str, float]], title: str, xlabel: str, ylabel: str) -> str:
+    """Bars per key of the dicts (e.g. per horizon), one bar per label; one line per label past 6 keys."""
+    keys = list(dict.fromkeys(str(k) for s in series for k in s))
+    if len(keys) > 6:
+        return lines_over(labels, [{str(k): v for k, v in s.items()} for s in series], title, xlabel, ylabel)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(WIDTH, 3.2))
+    width = 0.8 / max(len(labels), 1)
+    for i, (label, s) in enumerate(zip(labels, series, strict=False)):
+        vals = {str(k): v for k, v in s.items()}
+        ys = [vals.get(k) for k in keys]
+        ax.bar([j + i * width - 0.4 + width / 2 for j in range(len(keys))], [y if _finite(y) else 0 for y in ys],
+               width * 0.92, color=colour(i), label=label)
+    ax.set_xticks(range(len(keys)), keys)
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.05)
+    ax.grid(axis="x", visible=False)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return to_svg(fig)

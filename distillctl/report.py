@@ -484,6 +484,35 @@ def _numeric(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _flat_columns(rows: list[dict[str, Any]], skip: tuple[str, ...] = ()) -> list[tuple[str, tuple[Any, ...]]]:
+    """(header, key path) for every table column of ``rows``: scalars as they are, dicts of numbers
+    flattened to ``key[sub]`` (except ``pulls``, kept as one text cell); other values left out."""
+    columns: list[tuple[str, tuple[Any, ...]]] = []
+    seen: set[str] = set()
+    for r in rows:
+        for k, v in r.items():
+            if k in skip:
+                continue
+            if isinstance(v, dict) and v and k != "pulls" and all(_numeric(x) for x in v.values()):
+                found = [(f"{k}[{sub}]", (k, sub)) for sub in v]
+            elif (k == "pulls" and isinstance(v, dict)) or _numeric(v) or isinstance(v, str) or v is None:
+                found = [(k, (k,))]
+            else:
+                continue
+            for head, path in found:
+                if head not in seen:
+                    seen.add(head)
+                    columns.append((head, path))
+    return columns
+
+
+def _cell(r: dict[str, Any], path: tuple[Any, ...]) -> str:
+    v = dig(r, *path)
+    if isinstance(v, dict):
+        return ", ".join(f"{a}:{fmt(n)}" for a, n in v.items())
+    return fmt(v)
+
+
 def render_simulate_html(doc: dict[str, Any]) -> str:
     """``simulate.html``: the policies' regret on a synthetic bandit, from ``distillctl simulate``'s document.
 
@@ -497,73 +526,47 @@ def render_simulate_html(doc: dict[str, Any]) -> str:
     meta = [f"{k} {fmt(doc[k])}" for k in ("seeds", "episodes", "noise") if doc.get(k) is not None]
     meta += [f"{k} {fmt(v)}" for k, v in doc.items()
              if k not in ("seeds", "episodes", "noise", "rows", "schedule", "error") and (_numeric(v) or isinstance(v, str))]
+    meta += [f"{k} {', '.join(str(x) for x in v[:6])}{f' … ({len(v)} in all)' if len(v) > 6 else ''}" for k, v in doc.items()
+             if isinstance(v, list) and v and all(isinstance(x, (str, int)) for x in v) and k != "schedule"]
     body = ["<h1>distillctl simulate</h1>", f'<div class="meta">{_e(" · ".join(meta))}</div>']
     body += _error_box(doc)
     labels = [str(r.get("policy", r.get("label", i))) for i, r in enumerate(rows)]
 
-    # columns: scalars as they are, dicts of numbers flattened (pulls kept as one text cell)
-    columns: list[tuple[str, Any]] = []  # (header, getter)
-    seen: set[str] = set()
-    for r in rows:
-        for k, v in r.items():
-            if k in ("policy", "label"):
-                continue
-            if k == "pulls" and isinstance(v, dict):
-                key = "pulls"
-            elif isinstance(v, dict) and v and all(_numeric(x) for x in v.values()):
-                for sub in v:
-                    if f"{k}[{sub}]" not in seen:
-                        seen.add(f"{k}[{sub}]")
-                        columns.append((f"{k}[{sub}]", (k, sub)))
-                continue
-            elif _numeric(v) or isinstance(v, str) or v is None:
-                key = k
-            else:
-                continue
-            if key not in seen:
-                seen.add(key)
-                columns.append((key, (k,)))
 
-    # the chart: the first regret-like column
-    chart = None
-    regret_key = next((k for r in rows for k in r if "regret" in k.lower() and not k.lower().endswith("_std")), None)
-    if regret_key is not None:
-        vals = [r.get(regret_key) for r in rows]
-        if all(isinstance(v, dict) for v in vals if v is not None) and any(isinstance(v, dict) for v in vals):
-            chart = charts.lines_over(labels, [v or {} for v in vals], f"{regret_key} per policy",
-                                      "horizon", regret_key)
-        else:
-            base = regret_key[:-5] if regret_key.endswith("_mean") else regret_key
-            stds = [r.get(f"{base}_std") for r in rows]
-            chart = charts.bars_with_std(labels, [v if _numeric(v) else float("nan") for v in vals],
-                                         stds if any(_numeric(s) for s in stds) else None,
-                                         f"{regret_key} per policy (lower is better)", regret_key)
-    best_key = next((k for r in rows for k in r if "best" in k.lower() and not k.lower().endswith("_std")
-                     and _numeric(r[k])), None)
-    best_chart = None
-    if best_key is not None:
-        base = best_key[:-5] if best_key.endswith("_mean") else best_key
+    # charts: the first regret-like column (lower is better), the first best-arm-like column (higher is better)
+    def column_chart(word: str, better: str) -> str | None:
+        key = next((k for r in rows for k in r if word in k.lower() and not k.lower().endswith("_std")
+                    and (_numeric(r[k]) or isinstance(r[k], dict))), None)
+        if key is None:
+            return None
+        vals = [r.get(key) for r in rows]
+        if any(isinstance(v, dict) for v in vals):
+            return charts.grouped_bars(labels, [v if isinstance(v, dict) else {} for v in vals],
+                                       f"{key} per policy and horizon ({better} is better)", "horizon", key)
+        base = key[:-5] if key.endswith("_mean") else key
         stds = [r.get(f"{base}_std") for r in rows]
-        best_chart = charts.bars_with_std(labels, [r.get(best_key) if _numeric(r.get(best_key)) else float("nan")
-                                                   for r in rows],
-                                          stds if any(_numeric(s) for s in stds) else None,
-                                          f"{best_key} per policy (higher is better)", best_key)
+        return charts.bars_with_std(labels, [v if _numeric(v) else float("nan") for v in vals],
+                                    stds if any(_numeric(x) for x in stds) else None,
+                                    f"{key} per policy ({better} is better)", key)
+
+    chart, best_chart = column_chart("regret", "lower"), column_chart("best", "higher")
     if chart or best_chart:
         body.append(_section("Policies", _chart(chart), _chart(best_chart)))
     sched = charts.schedule(doc.get("schedule") or [], doc.get("episodes") or 0) if doc.get("schedule") else None
     if sched:
         body.append(_section("Bandit", _chart(sched)))
 
-    def cell(r: dict[str, Any], path: tuple[Any, ...]) -> str:
-        v = dig(r, *path)
-        if isinstance(v, dict):
-            return ", ".join(f"{a}:{fmt(n)}" for a, n in v.items())
-        return fmt(v)
-
     if rows:
+        columns = _flat_columns(rows, skip=("policy", "label"))
         head = ["policy", *(h for h, _ in columns)]
-        table_rows = [[label, *(cell(r, p) for _, p in columns)] for label, r in zip(labels, rows, strict=False)]
-        body.append(_section("Table", _table(head, table_rows, left=(0, len(head) - 1) if columns and columns[-1][0] == "pulls" else (0,))))
+        table_rows = [[label, *(_cell(r, p) for _, p in columns)] for label, r in zip(labels, rows, strict=False)]
+        left = tuple(i + 1 for i, (h, _) in enumerate(columns) if h == "pulls")
+        body.append(_section("Table", _table(head, table_rows, left=(0, *left))))
+    for key, value in doc.items():  # any other list of records, e.g. the suite's per_scenario cells
+        if key != "rows" and isinstance(value, list) and value and all(isinstance(x, dict) for x in value):
+            columns = _flat_columns(value)
+            table = _table([h for h, _ in columns], [[_cell(r, p) for _, p in columns] for r in value])
+            body.append(_section(key.replace("_", " "), f'<div class="scroll">{table}</div>'))
     return _page("distillctl simulate", body)
 
 

@@ -100,10 +100,14 @@ def synthetic_simulate() -> dict[str, Any]:
 
 
 def synthetic_suite() -> dict[str, Any]:
-    """The shape of simulate's suite mode: regret per horizon, a rank, a best-arm share."""
-    return {"suite": "default", "seeds": 5,
-            "rows": [{"policy": p, "regret": {"100": r, "400": 3 * r, "1600": 8 * r}, "rank": i + 1, "best_share": b}
-                     for i, (p, r, b) in enumerate((("optima", 1.0, 0.8), ("sw-ts", 1.3, 0.7), ("uniform", 3.0, 0.33)))]}
+    """The shape of ``distillctl.simulate.run_suite``: regret, rank and best-arm share per horizon."""
+    rows = [{"policy": p, "regret": {60: r, 500: r / 2}, "rank": {60: i + 1.0, 500: i + 1.0},
+             "best_share": {60: b, 500: b + 0.1}}
+            for i, (p, r, b) in enumerate((("optima", 0.3, 0.6), ("sw-ts", 0.4, 0.55), ("uniform", 1.0, 0.33)))]
+    cells = [{"scenario": sc, "horizon": h, "regret": {"optima": 0.3, "sw-ts": 0.4, "uniform": 1.0},
+              "best_share": {"optima": 0.6, "sw-ts": 0.5, "uniform": 0.33}, "rank": {"optima": 1, "sw-ts": 2, "uniform": 3}}
+             for sc in ("abrupt", "drift") for h in (60, 500)]
+    return {"horizons": [60, 500], "seeds": 5, "scenarios": ["abrupt", "drift"], "rows": rows, "per_scenario": cells}
 
 
 EXTERNAL = re.compile(r"""(?:\b(?:src|href|xlink:href|action|poster|data)\s*=\s*["']?\s*(?:[a-z][a-z0-9+.-]*:)?//)"""
@@ -168,7 +172,8 @@ def test_simulate_html_renders_classic_and_suite_rows() -> None:
     assert "regret_mean" in page and "optima" in page
     suite = render_simulate_html(synthetic_suite())
     assert_self_contained(suite)
-    assert svg_count(suite) >= 2 and "regret[1600]" in suite and "best_share" in suite
+    assert svg_count(suite) == 2 and "regret[500]" in suite and "best_share[60]" in suite  # regret and best share
+    assert "per scenario" in suite and "drift" in suite and "scenarios abrupt, drift" in suite
 
 
 @pytest.fixture(scope="module")
