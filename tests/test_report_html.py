@@ -13,6 +13,7 @@ import random
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -261,3 +262,12 @@ def test_pages_render_in_headless_chromium_without_network(tmp_path: Path) -> No
         data = png.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
         assert len(data) > 50_000, f"{name}: {len(data)} bytes, a blank page?"  # charts and tables, not a white page
+
+
+def test_help_does_not_import_matplotlib() -> None:
+    probe = ("import sys\nfrom distillctl.cli import app\n"
+             "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
+             "print('HEAVY', sorted(m for m in ('matplotlib', 'torch') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "HEAVY []"
