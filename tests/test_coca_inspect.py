@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from typer.testing import CliRunner
@@ -23,9 +22,7 @@ def _json(*args: str) -> dict:
 
 def test_inspect_coca_large_numbers_offline(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))  # nothing cached: still answers
-    start = time.monotonic()
-    doc = _json("--teacher", "coca-large")
-    assert time.monotonic() - start < 15
+    doc = _json("--teacher", "coca-large")  # its wall time: tests/benchmarks/bench_fail_fast.py
     t = doc["teacher"]
     assert t["built_on"] == "meta" and t["params"] == 638_450_177
     mods = {m["name"]: m for m in t["modules"]}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import open_clip
@@ -53,10 +52,8 @@ def test_uncached_tag_fails_fast_with_one_line(monkeypatch, tmp_path: Path, offl
         monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")  # nothing listens: the probe fails at once
     expected_cache = tmp_path / "hf" if cache_var == "HF_HUB_CACHE" else tmp_path / "hf" / "hub"
     for weights in (None, "laion2b_s13b_b90k"):
-        start = time.monotonic()
-        with pytest.raises(WeightsError) as exc:
+        with pytest.raises(WeightsError) as exc:  # how fast: tests/benchmarks/bench_fail_fast.py
             _teacher("coca-base", weights=weights)
-        assert time.monotonic() - start < 5.0
         msg = str(exc.value)
         assert "\n" not in msg
         assert "--teacher-weights laion2b_s13b_b90k" in msg and "laion/CoCa-ViT-B-32-laion2B-s13B-b90k" in msg
@@ -70,10 +67,8 @@ def test_uncached_tag_without_offline_flag_real_probe(monkeypatch, tmp_path: Pat
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     if W.hub_reachable():
         pytest.skip("the hub is reachable from here")
-    start = time.monotonic()
-    with pytest.raises(WeightsError, match="unreachable"):
+    with pytest.raises(WeightsError, match="unreachable"):  # how fast: tests/benchmarks/bench_fail_fast.py
         _teacher("coca-large", weights="mscoco_finetuned_laion2b_s13b_b90k")
-    assert time.monotonic() - start < 5.0
 
 
 def test_unknown_tag_missing_file_and_no_default(tmp_path: Path, tiny_json: Path) -> None:
@@ -175,23 +170,17 @@ def test_architecture_mismatch_names_keys(tmp_path: Path, tiny_json: Path) -> No
 
 
 def test_meta_build_reads_nothing_and_tokenizer_uses_model_context() -> None:
-    start = time.monotonic()
-    teacher = _teacher("coca-large", device="meta")  # default tag is never resolved on meta
-    assert time.monotonic() - start < 5.0
+    teacher = _teacher("coca-large", device="meta")  # default tag is never resolved on meta (timed in benchmarks/)
     assert sum(p.numel() for p in teacher.model.parameters()) == 638_450_177
     assert teacher.tokenizer.context_length == 76  # never open_clip's 77 default
     assert teacher.tokenizer(["a dog"]).shape == (1, 76)
     assert teacher.weights_hash == "" and "meta" in teacher.weights
-    with pytest.raises(Exception, match="CUDA is not available") if not torch.cuda.is_available() else _nullctx():
-        _teacher("coca-base", device="cuda", weights="random")
-
-
-class _nullctx:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
+    if torch.cuda.is_available():  # a CUDA build must really land on the GPU
+        built = _teacher("coca-base", device="cuda", weights="random")
+        assert next(built.model.parameters()).device.type == "cuda"
+    else:
+        with pytest.raises(Exception, match="CUDA is not available"):
+            _teacher("coca-base", device="cuda", weights="random")
 
 
 @pytest.mark.slow

@@ -74,14 +74,14 @@ def test_smoke_writes_every_artifact(smoke_run: tuple[Path, dict[str, Any], dict
 def test_safetensors_metadata(smoke_run: tuple[Path, dict[str, Any], dict[str, Any]]) -> None:
     from distillctl.export import load_student_state
 
-    out, report, _ = smoke_run
+    out, report, keep = smoke_run
     state, meta = load_student_state(out / "student.safetensors")
     assert meta["teacher"] == "quickstart" and meta["policy"] == "optima" and meta["arms"] == "single"
     assert meta["steps"] == "6" and meta["seed"] == "0" and meta["distillctl_version"]
     assert len(meta["teacher_weights_hash"]) == 64
     assert json.loads(meta["model_config"])["vision_cfg"]["layers"] == 3
-    # projections are trained, never exported
-    assert not any("proj" in k and k.startswith("projections") for k in state)
+    # projections are trained, never exported: the file holds exactly the student's own tensors
+    assert set(state) == set(keep["student_model"].state_dict())
 
 
 def test_export_loads_in_open_clip_unchanged(smoke_run: tuple[Path, dict[str, Any], dict[str, Any]]) -> None:
@@ -338,11 +338,12 @@ def test_resume_bad_input(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------ observers and third-party components
 def test_observer_hooks_see_every_episode_and_the_run_end(tmp_path: Path, use_plugins: Any, plugin: Any) -> None:
     episodes: list[tuple[int, tuple[str, ...], float]] = []
+    seen: list[tuple[int, float]] = []  # checked after the run: an assert in a hook is swallowed as a plugin error
     ends: list[tuple[str, int]] = []
 
     def on_episode_end(episode: int, arm: tuple[str, ...], reward: float, probe_loss: float, state: dict[str, Any]) -> None:
         episodes.append((episode, arm, reward))
-        assert state["step"] == 2 * episode and probe_loss > 0
+        seen.append((state["step"], probe_loss))
 
     def on_run_end(out_dir: str, report: dict[str, Any]) -> None:
         ends.append((out_dir, report["steps"]))
@@ -353,6 +354,7 @@ def test_observer_hooks_see_every_episode_and_the_run_end(tmp_path: Path, use_pl
     assert [e[1] for e in episodes] == [("vision",), ("text",), ("multimodal",)]
     assert [e[2] for e in episodes] == [e["reward"] for e in report["episodes"]]
     assert ends == [(str(tmp_path / "o"), 6)]
+    assert [step for step, _ in seen] == [2, 4, 6] and all(p > 0 for _, p in seen)
 
 
 def test_a_third_party_policy_drives_the_real_loop(tmp_path: Path, use_plugins: Any, plugin: Any) -> None:
