@@ -289,13 +289,16 @@ def component_options(section: dict[str, Any], section_name: str) -> dict[str, A
 
 def preflight_teacher(cfg: dict[str, Any]) -> None:
     """Run the teacher factory's optional cheap ``preflight`` (no torch): weights that cannot be had
-    fail in a second, before torch or open_clip is imported."""
+    fail in a second, before torch or open_clip is imported. A preflight that crashes is one
+    ``PluginError`` line naming the plugin (``plugin_errors``)."""
     from distillctl.plugins import registry
+    from distillctl.registry import plugin_errors
 
     entry = registry("teacher").get(cfg["teacher"]["name"])
     check = getattr(entry.factory, "preflight", None)
     if check is not None:
-        check(weights=cfg["teacher"].get("weights"), **component_options(cfg["teacher"], "teacher"))
+        with plugin_errors(entry, "preflight", name=cfg["teacher"]["name"]):
+            check(weights=cfg["teacher"].get("weights"), **component_options(cfg["teacher"], "teacher"))
 
 
 def load_toml(path: Path) -> dict[str, Any]:

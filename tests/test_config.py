@@ -260,3 +260,26 @@ def test_presets_validate_reports_option_types_of_builtins() -> None:
     lines = result.stderr.splitlines()
     assert "  policy.window: expected integer, got str 'abc'" in lines
     assert "  data.image_size: expected integer, got str 'big'" in lines
+
+
+def test_preflight_crash_is_one_line_naming_the_plugin(use_plugins: Any, plugin: Any) -> None:
+    from distillctl.errors import PluginError
+
+    def teacher(*, weights: str | None = None, device: str = "cpu") -> str:
+        return "teacher"
+
+    def preflight(*, weights: str | None = None) -> None:
+        raise RuntimeError("cache\nunreadable")
+
+    teacher.preflight = preflight  # type: ignore[attr-defined]
+
+    def register_teachers(register: Any) -> None:
+        register("pf", teacher)
+
+    use_plugins(plugin("pf_plugin", distribution="distillctl-pf", version="0.2", register_teachers=register_teachers))
+    with pytest.raises(PluginError) as info:
+        config.preflight_teacher({"teacher": {"name": "pf", "weights": None}})
+    assert str(info.value) == (
+        "teacher 'pf' from plugin distillctl-pf 0.2 failed in preflight: RuntimeError: cache unreadable "
+        "(DISTILLCTL_DEBUG=1 shows the traceback.)"
+    )
