@@ -165,13 +165,16 @@ def resolve_policy(spec: str) -> tuple[Callable[..., Any], dict[str, Any]]:
         bad = sorted(set(options) - (set(known) - {"arms", "seed", "variant"}))
         if bad:
             valid = ", ".join(k for k in known if k not in ("arms", "seed", "variant")) or "(none)"
-            raise ConfigError([f"policy {name!r}: unknown option {', '.join(map(repr, bad))} (valid: {valid})"])
-    if variant is None:
-        return entry.factory, options
+            raise DistillctlError(f"policy {spec.strip()!r}: unknown option {', '.join(map(repr, bad))} (valid: {valid}).")
+    factory: Callable[..., Any] = entry.factory
+    if variant is not None:
+        def factory(**kwargs: Any) -> Any:
+            return entry.factory(variant=variant, **kwargs)
 
-    def factory(**kwargs: Any) -> Any:
-        return entry.factory(variant=variant, **kwargs)
-
+    try:  # bad option values fail here, in one line, not in the middle of a run
+        factory(arms=[(f"arm{i}",) for i in range(8)], seed=0, **options)  # arms as simulate names them
+    except ConfigError as exc:
+        raise DistillctlError(f"policy {spec.strip()!r}: {'; '.join(exc.problems)}.") from None
     return factory, options
 
 
