@@ -330,7 +330,7 @@ def bars_with_std(labels: list[str], means: list[float], stds: list[float] | Non
     for i, m in enumerate(means):
         if _finite(m):
             s = stds[i] if stds and _finite(stds[i]) else 0.0
-            ax.text(m + s, i, f"  {m:.4g}", va="center", fontsize=8)
+            ax.annotate(f"{m:.4g}", (m + s, i), xytext=(5, 0), textcoords="offset points", va="center", fontsize=8)
     ax.set_xlim(0, max([m + (stds[i] if stds and _finite(stds[i]) else 0) for i, m in enumerate(means) if _finite(m)]
                        + [1e-9]) * 1.15)
     ax.set_yticks(range(len(labels)), labels)
@@ -379,7 +379,7 @@ def schedule(schedule: list[Any], episodes: int) -> str | None:
             if a < len(means):
                 xs += [start, end]
                 ys += [means[a], means[a]]
-        ax.plot(xs, ys, color=colour(a), lw=2, label=f"arm {a}")
+        ax.plot(xs, ys, color=colour(a), lw=2, label=f"arm{a}")
     ax.set_xlabel("episode")
     ax.set_ylabel("mean reward")
     ax.set_title("The bandit: true mean reward of each arm")

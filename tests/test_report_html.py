@@ -153,6 +153,12 @@ def test_run_html_tolerates_missing_keys_and_shows_an_error() -> None:
     assert "world size 2" in markdown(report)
     print_run_summary(report, Path("run"), quiet=False)
     print_run_summary(report, Path("run"), quiet=True)
+    for empty in ({}, {"episodes": None, "arms": None, "config": None}):  # nothing at all still renders
+        assert_self_contained(render_run_html(empty))
+        assert markdown(empty).startswith("# distillctl report")
+        print_run_summary(empty, Path("run"))
+    assert_self_contained(render_compare_html({}))
+    assert_self_contained(render_simulate_html({}))
 
 
 def test_compare_html_draws_bars_metrics_pulls_and_curves() -> None:
