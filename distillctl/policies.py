@@ -397,7 +397,10 @@ class _BanditPolicy(BasePolicy):
         return first if first is not None else self._sample()
 
     def posterior(self) -> list[dict[str, float]]:
-        """Per arm: posterior ``mean``, ``std`` and ``n`` (the weighted count of its recent rewards)."""
+        """Per arm: posterior ``mean``, ``std`` and ``n`` (the weighted count of its recent rewards).
+
+        Finite numbers only (it goes into ``report.json``): an arm with ``n == 0`` that a reference
+        policy will play next shows ``mean`` and ``std`` 0.0."""
         if not self.history:
             return [{"mean": 0.0, "std": 0.0, "n": 0.0} for _ in self.arms]
         return [{"mean": m, "std": s, "n": float(n)} for m, s, n in self._gaussians()]
@@ -420,7 +423,7 @@ class ThompsonPolicy(_BanditPolicy):
 
     def _gaussians(self) -> list[tuple[float, float, float]]:
         var = _plugin_noise_var(self.stats)
-        return [(s / n, math.sqrt(var / n), n) if n > 0 else (0.0, math.inf, 0.0)
+        return [(s / n, math.sqrt(var / n), n) if n > 0 else (0.0, 0.0, 0.0)
                 for n, s in zip(self.stats.n, self.stats.s, strict=True)]
 
 
@@ -487,7 +490,7 @@ class SlidingWindowUCBPolicy(_BanditPolicy):
         spread = (max(recent) - min(recent)) if recent else 0.0
         bound = spread or (max((abs(r) for r in recent), default=0.0) or OptimaPolicy.DEFAULT_SCALE)
         log_t = math.log(max(min(len(self.history), self.window), 1))
-        return [(s / n, bound * math.sqrt(self.xi * log_t / n), n) if n > 0 else (0.0, math.inf, 0.0)
+        return [(s / n, bound * math.sqrt(self.xi * log_t / n), n) if n > 0 else (0.0, 0.0, 0.0)
                 for n, s in zip(self.stats.n, self.stats.s, strict=True)]
 
     def _choose(self, episode: int) -> int:

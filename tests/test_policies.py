@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -12,11 +13,17 @@ import pytest
 from distillctl.errors import ConfigError, DistillctlError, UnknownComponentError
 from distillctl.plugins import load_plugins
 from distillctl.policies import (
+    DiscountedTSPolicy,
     FixedOrderPolicy,
     OptimaPolicy,
+    SlidingWindowTSPolicy,
+    SlidingWindowUCBPolicy,
+    ThompsonPolicy,
     UniformPolicy,
     arm_name,
     build_arms,
+    parse_policy_spec,
+    split_policy_specs,
 )
 from distillctl.simulate import simulate
 
@@ -93,13 +100,22 @@ def test_uniform_frequencies_are_uniform():
 
 
 # --------------------------------------------------------------------------- OPTIMA
-def test_optima_warmup_is_one_round_robin_pass():
-    policy = OptimaPolicy(build_arms(MODULES, "combinations"), seed=5)
+def _warmup(policy, n):
     picks = []
-    for e in range(7):
+    for e in range(n):
         picks.append(policy.select(e))
         policy.update(picks[-1], 0.01 * (e + 1))
-    assert picks == list(range(7))
+    return picks
+
+
+def test_optima_warmup_is_one_pass_in_a_seeded_random_order():
+    arms = build_arms(MODULES, "combinations")
+    orders = {tuple(_warmup(OptimaPolicy(arms, seed=s), 7)) for s in range(6)}
+    assert all(sorted(o) == list(range(7)) for o in orders)  # every arm exactly once
+    assert len(orders) > 1  # the order differs across seeds ...
+    assert _warmup(OptimaPolicy(arms, seed=5), 7) == _warmup(OptimaPolicy(arms, seed=5), 7)  # ... not per seed
+    firsts = {_warmup(OptimaPolicy(SINGLE, seed=s), 1)[0] for s in range(20)}
+    assert firsts == {0, 1, 2}  # no module always goes first
 
 
 def test_optima_pulls_the_best_arm_most():
@@ -135,26 +151,60 @@ def test_optima_follows_a_best_arm_that_decays():
     assert seq[120:].count(1) > 0.7 * 80  # late: arm 1 (0.03 > 0.1 * 0.98**120 = 0.009)
 
 
-def test_optima_posterior_and_options():
-    policy = OptimaPolicy(SINGLE, seed=0, window=4, sigma=0.01)
-    for e, (arm, reward) in enumerate([(0, 0.05), (1, 0.02), (2, 0.01), (0, 0.07), (1, 0.04)]):
-        assert policy.select(e) == arm or e >= 3
-        policy.update(arm, reward)
+def test_optima_posterior_is_conjugate_and_windowed():
+    policy = OptimaPolicy(SINGLE, seed=0, window=4, sigma=0.01, prior_mean=0.0, prior_std=0.1, exploration=1.0)
+    for arm, reward in [(0, 0.05), (1, 0.02), (2, 0.01), (0, 0.07), (1, 0.04)]:
+        policy.select(len(policy.history))
+        policy.update(arm, reward)  # the warm-up order is random, so feed fixed arms regardless
     post = policy.posterior()
+
+    def conjugate(rewards):  # Normal prior N(0, 0.1^2), noise 0.01: precision-weighted mean and variance
+        precision = 1 / 0.1**2 + len(rewards) / 0.01**2
+        return (sum(rewards) / 0.01**2) / precision, 1 / math.sqrt(precision)
+
     # window of 4 drops the first reward (arm 0, 0.05): arm 0 has [0.07], arm 1 [0.02, 0.04], arm 2 [0.01]
-    assert post[0] == {"mean": pytest.approx(0.07), "std": pytest.approx(0.01 / math.sqrt(2)), "n": 1.0}
-    assert post[1]["mean"] == pytest.approx(0.03) and post[1]["n"] == 2.0
-    assert post[1]["std"] == pytest.approx(0.01 / math.sqrt(3))
+    for arm, rewards in enumerate([[0.07], [0.02, 0.04], [0.01]]):
+        mean, std = conjugate(rewards)
+        assert post[arm] == {"mean": pytest.approx(mean), "std": pytest.approx(std), "n": float(len(rewards))}
     policy.update(1, 0.03)
-    policy.update(0, 0.06)  # window now [0.07, 0.04, 0.03, 0.06]: arm 2 left it -> optimistic prior
+    policy.update(0, 0.06)  # window now [0.07, 0.04, 0.03, 0.06]: arm 2 left it -> back to the prior
     post = policy.posterior()
-    assert post[2]["n"] == 0.0
-    assert post[2]["mean"] > max(post[0]["mean"], post[1]["mean"])
+    assert post[2] == {"mean": 0.0, "std": pytest.approx(0.1), "n": 0.0}
 
 
-def test_optima_default_window_and_bad_options():
-    assert OptimaPolicy(SINGLE, seed=0).window == 10
-    assert OptimaPolicy(build_arms(MODULES, "combinations"), seed=0).window == 21
+def test_optima_estimates_within_arm_noise_not_the_gaps_between_arms():
+    # arms far apart, each with tiny noise: pooling all rewards would call the gaps "noise"
+    policy = OptimaPolicy(SINGLE, seed=0, prior_dof=0.0)
+    rewards = {0: [0.10, 0.1002, 0.0998], 1: [0.05, 0.0502, 0.0498], 2: [0.01, 0.0102, 0.0098]}
+    for i in range(3):
+        for arm in range(3):
+            policy.update(arm, rewards[arm][i])
+    sigma = math.sqrt(policy._noise_and_prior()[0])
+    assert sigma < 0.001  # the within-arm spread is 0.0002; the spread across arms ~0.04
+    post = policy.posterior()
+    assert post[0]["mean"] == pytest.approx(0.1, rel=0.01)  # shrinkage is as small as the evidence warrants
+
+
+def test_optima_scale_free():
+    # the same bandit at 1/100 the scale gives the same choices
+    big = simulate("optima", [0.05, 0.02, 0.01], 200, seed=3, noise=0.01)
+    def small_schedule(e):
+        return [0.0005, 0.0002, 0.0001]
+    small = simulate("optima", small_schedule, 200, seed=3, noise=0.0001)
+    agree = sum(a == b for a, b in zip(big["sequence"], small["sequence"], strict=True))
+    assert agree > 0.95 * 200, agree
+
+
+def test_optima_defaults_and_bad_options():
+    policy = OptimaPolicy(SINGLE, seed=0)
+    assert policy.window is None and policy.discount == OptimaPolicy.DEFAULT_DISCOUNT
+    assert policy.exploration == OptimaPolicy.DEFAULT_EXPLORATION
+    windowed = OptimaPolicy(SINGLE, seed=0, window=30)
+    assert windowed.window == 30 and windowed.discount is None  # a window replaces discounting
+    with pytest.raises(ConfigError, match="policy.discount"):
+        OptimaPolicy(SINGLE, seed=0, discount=1.5)
+    with pytest.raises(ConfigError, match="policy.exploration"):
+        OptimaPolicy(SINGLE, seed=0, exploration=0)
     with pytest.raises(ConfigError, match="policy.window"):
         OptimaPolicy(SINGLE, seed=0, window=0)
     with pytest.raises(ConfigError, match="policy.sigma"):
@@ -174,7 +224,10 @@ def test_optima_identical_rewards_keep_exploring():
 
 
 # --------------------------------------------------------------------------- determinism, state
-@pytest.mark.parametrize("name", ["optima", "uniform", "fixed-order"])
+REFERENCES = ["ts", "sw-ts", "discounted-ts", "sw-ucb"]
+
+
+@pytest.mark.parametrize("name", ["optima", "uniform", "fixed-order", *REFERENCES])
 def test_same_seed_same_sequence(name):
     a = simulate(name, [0.03, 0.02, 0.025], 120, seed=7, noise=0.02)
     b = simulate(name, [0.03, 0.02, 0.025], 120, seed=7, noise=0.02)
@@ -199,8 +252,13 @@ def _run(policy, rewards, start, stop):
         lambda: OptimaPolicy(SINGLE, seed=3, window=6),
         lambda: UniformPolicy(SINGLE, seed=3),
         lambda: FixedOrderPolicy(SINGLE, seed=3, order=["text", "vision"]),
+        lambda: OptimaPolicy(SINGLE, seed=3),
+        lambda: ThompsonPolicy(SINGLE, seed=3),
+        lambda: SlidingWindowTSPolicy(SINGLE, seed=3, window=10),
+        lambda: DiscountedTSPolicy(SINGLE, seed=3),
+        lambda: SlidingWindowUCBPolicy(SINGLE, seed=3, window=10),
     ],
-    ids=["optima", "uniform", "fixed-order"],
+    ids=["optima-window", "uniform", "fixed-order", "optima", "ts", "sw-ts", "discounted-ts", "sw-ucb"],
 )
 def test_state_dict_round_trip_resumes_identically(make):
     import random
@@ -247,7 +305,7 @@ def test_update_rejects_bad_arm_and_non_finite_reward():
 # --------------------------------------------------------------------------- plugins
 def test_policies_register_through_the_plugin_hook():
     reg = load_plugins(include_entry_points=False).registry("policy")
-    assert {"optima", "uniform", "fixed-order"} <= set(reg.names())
+    assert {"optima", "uniform", "fixed-order", *REFERENCES} <= set(reg.names())
     policy = reg.create("optima", arms=SINGLE, seed=0)
     assert isinstance(policy, OptimaPolicy) and policy.arms == SINGLE
     assert isinstance(reg.create("round-robin", arms=SINGLE, seed=0), FixedOrderPolicy)
@@ -290,3 +348,88 @@ def test_simulate_bad_input_is_one_clear_error():
         simulate("uniform", [0.1, 0.2], 0)
     with pytest.raises(ConfigError, match="2 arms but the schedule has 3"):
         simulate("uniform", [0.1, 0.2, 0.3], 10, arms=[("a",), ("b",)])
+
+
+# --------------------------------------------------------------------------- references
+@pytest.mark.parametrize("name", REFERENCES)
+def test_reference_policies_conform(name):
+    reg = load_plugins(include_entry_points=False).registry("policy")
+    arms = build_arms(MODULES, "combinations")
+    policy = reg.create(name, arms=arms, seed=1)
+    first = [policy.select(e) for e in range(1)]
+    picks = []
+    for e in range(60):
+        arm = policy.select(e)
+        assert isinstance(arm, int) and 0 <= arm < len(arms)
+        picks.append(arm)
+        policy.update(arm, 0.05 if arm == 3 else 0.01 + 0.001 * arm)
+    assert sorted(picks[:7]) == list(range(7))  # one pass over every arm first ...
+    assert picks[:1] == first
+    assert picks[30:].count(3) > 15  # ... then mostly the best arm
+    post = policy.posterior()
+    assert len(post) == 7 and all(set(p) == {"mean", "std", "n"} for p in post)
+    json.dumps(policy.state_dict())
+    options = reg.get(name).options()
+    assert options is not None and list(options)[:2] == ["arms", "seed"]
+
+
+def test_reference_defaults_are_the_textbook_ones():
+    assert SlidingWindowTSPolicy(SINGLE).options() == {"window": 50}
+    assert DiscountedTSPolicy(SINGLE).options() == {"discount": 0.95}
+    assert SlidingWindowUCBPolicy(SINGLE).options() == {"window": 50, "xi": 0.6}
+
+
+@pytest.mark.parametrize("cls", [SlidingWindowTSPolicy, SlidingWindowUCBPolicy])
+def test_sliding_window_policies_replay_arms_that_left_the_window(cls):
+    policy = cls(SINGLE, seed=0, window=5)
+    for e, (arm, reward) in enumerate([(0, 0.05), (1, 0.01), (2, 0.01)] + [(0, 0.05)] * 4):
+        policy.select(e)
+        policy.update(arm, reward)
+    # the window [0.01 (arm 2), 0.05 x 4 (arm 0)] no longer holds arm 1: it is played next
+    assert policy.posterior()[1]["n"] == 0.0
+    assert policy.select(7) == 1
+
+
+def test_sw_ucb_index_uses_the_observed_reward_range():
+    policy = SlidingWindowUCBPolicy(SINGLE, seed=0, window=10)
+    for arm, reward in [(0, 0.05), (1, 0.03), (2, 0.01), (0, 0.07)]:
+        policy.update(arm, reward)
+    post = policy.posterior()
+    bound = 0.07 - 0.01
+    assert post[0]["std"] == pytest.approx(bound * math.sqrt(0.6 * math.log(4) / 2))
+    assert post[1]["std"] == pytest.approx(bound * math.sqrt(0.6 * math.log(4) / 1))
+
+
+# --------------------------------------------------------------------------- policy specs
+def test_parse_policy_spec():
+    assert parse_policy_spec("optima") == ("optima", {})
+    assert parse_policy_spec(" optima[window=50, sigma=0.01] ") == ("optima", {"window": 50, "sigma": 0.01})
+    assert parse_policy_spec("optima[warmup=false,discount=0.99]") == ("optima", {"warmup": False, "discount": 0.99})
+    assert parse_policy_spec('fixed-order[order=["text", "vision+text"]]') == (
+        "fixed-order", {"order": ["text", "vision+text"]})
+    assert parse_policy_spec("fixed-order[order=[text,vision+text]]") == (
+        "fixed-order", {"order": ["text", "vision+text"]})
+    assert parse_policy_spec("my:variant[x=1]") == ("my:variant", {"x": 1})
+    assert parse_policy_spec("optima[]") == ("optima", {})
+    assert split_policy_specs("optima[window=50,sigma=0.01], uniform,,sw-ts") == [
+        "optima[window=50,sigma=0.01]", "uniform", "sw-ts"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("optima[window=50", "must end with ']'"),
+        ("[window=5]", "missing the policy name"),
+        ("optima[window]", "expected key=value"),
+        ("optima[window=1,window=2]", "given twice"),
+        ("optima[1x=2]", "not an option name"),
+        ("optima[sigma=(]", "cannot read the value"),
+        ("optima]", "']' without '['"),
+    ],
+)
+def test_parse_policy_spec_errors_are_one_line(spec, message):
+    from distillctl.errors import UsageError
+
+    with pytest.raises(UsageError, match=re.escape(message)) as info:
+        parse_policy_spec(spec)
+    assert "\n" not in str(info.value)
