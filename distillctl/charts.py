@@ -114,76 +114,90 @@ def arm_timeline(arms: list[str], episodes: list[dict[str, Any]]) -> str:
 
 
 def rewards(arms: list[str], episodes: list[dict[str, Any]]) -> str:
-    """Reward of each pull (dots) and the policy's posterior mean ± std per arm (line and band)."""
+    """Small multiples, one panel per arm: reward of each pull (dots), posterior mean ± std (line, band)."""
     plt = _plt()
     n = max(len(arms), 1)
-    small_multiples = n <= 6
-    fig, axes = plt.subplots(n if small_multiples else 1, 1, sharex=True, sharey=True, squeeze=False,
-                             figsize=(WIDTH, (1.5 * n + 0.6) if small_multiples else 3.6))
-    axes = [a for (a,) in axes]
+    cols = 1 if n <= 4 else 2 if n <= 12 else 3
+    rows = math.ceil(n / cols)
+    fig, grid = plt.subplots(rows, cols, sharex=True, sharey=True, squeeze=False,
+                             figsize=(WIDTH, 1.45 * rows + 0.7))
+    axes = [ax for row in grid for ax in row]
+    for ax in axes[n:]:  # an odd number of arms leaves empty panels
+        ax.set_visible(False)
     xs = [e.get("episode", i + 1) for i, e in enumerate(episodes)]
     for i, arm in enumerate(arms):
-        ax = axes[i] if small_multiples else axes[0]
-        c = colour(i)
+        ax, c = axes[i], colour(i)
         post = [(x, (e.get("posterior") or [])[i]) for x, e in zip(xs, episodes, strict=False)
                 if i < len(e.get("posterior") or []) and isinstance(e["posterior"][i], dict)]
         post = [(x, p.get("mean"), p.get("std") or 0.0) for x, p in post if _finite(p.get("mean"))]
         if post:
-            px, pm, ps = zip(*post, strict=False)
-            ax.plot(px, pm, color=c, lw=1.4, label=f"{arm}: posterior mean ± std")
-            ax.fill_between(px, [m - s for m, s in zip(pm, ps, strict=False)], [m + s for m, s in zip(pm, ps, strict=False)],
-                            color=c, alpha=0.15, lw=0, step=None)
-        pulled = [(x, e.get("reward")) for x, e in zip(xs, episodes, strict=False) if e.get("arm") == arm and _finite(e.get("reward"))]
+            px, pm, ps = zip(*post, strict=True)
+            ax.plot(px, pm, color=c, lw=1.4)
+            ax.fill_between(px, [m - s for m, s in zip(pm, ps, strict=True)], [m + s for m, s in zip(pm, ps, strict=True)],
+                            color=c, alpha=0.15, lw=0)
+        pulled = [(x, e.get("reward")) for x, e in zip(xs, episodes, strict=False)
+                  if e.get("arm") == arm and _finite(e.get("reward"))]
         if pulled:
-            ax.scatter(*zip(*pulled, strict=False), s=18, color=c, edgecolor="white", linewidth=0.5, zorder=3,
-                       label=f"{arm}: reward of a pull")
-        if small_multiples:
-            ax.text(0.005, 0.94, arm, transform=ax.transAxes, va="top", fontsize=9, fontweight="bold", color=c)
+            ax.scatter(*zip(*pulled, strict=True), s=18, color=c, edgecolor="white", linewidth=0.5, zorder=3)
+        ax.text(0.005, 0.96, f"{arm} ({len(pulled)} pulls)", transform=ax.transAxes, va="top", fontsize=9,
+                fontweight="bold", color=c)
         ax.axhline(0, color="#999999", lw=0.6)
-    if not small_multiples:
-        axes[0].legend(ncol=2, loc="upper right")
-    axes[-1].set_xlabel("episode")
-    _integer_x(axes[-1])
+    for ax in axes[max(0, n - cols):n]:  # the bottom panel of each column
+        ax.set_xlabel("episode")
+        ax.xaxis.set_tick_params(labelbottom=True)
+        _integer_x(ax)
     fig.supylabel("relative probe-loss decrement", fontsize=8)
+    fig.tight_layout()
     return to_svg(fig)
 
 
+def _loss_lines(ax: Any, eps: list[tuple[int, dict[str, Any]]], keys: list[str], strip: str = "") -> list[float]:
+    plotted: list[float] = []
+    for j, k in enumerate(keys):
+        pts = [(x, p[k]) for x, p in eps if _finite(p.get(k))]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker="o" if len(pts) < 40 else None, ms=3,
+                    lw=2.0 if k == "total" else 1.2, color="#222222" if k == "total" else colour(j),
+                    label=k[len(strip):] if strip and k.startswith(strip) else k)
+            plotted += [v for _, v in pts]
+    return plotted
+
+
 def probe_losses(initial: dict[str, Any], episodes: list[dict[str, Any]]) -> str:
-    """Held-out probe loss (total and its terms) per episode; training loss of the episode, dashed."""
+    """Held-out probe loss per episode: total and its terms (training total dashed) on top; below, the
+    sub-terms (``task/...``, ``kd/...``) and the layerwise term per module (``lw/...``) when present."""
     plt = _plt()
     eps = [(0, initial or {})] + [(e.get("episode", i + 1), e.get("probe") or {}) for i, e in enumerate(episodes)]
     keys = list(dict.fromkeys(k for _, p in eps for k in p))
-    main = [k for k in keys if not k.startswith("lw/")]
+    main = [k for k in keys if "/" not in k]
     per_module = [k for k in keys if k.startswith("lw/")]
-    fig, axes = plt.subplots(1, 2 if per_module else 1, figsize=(WIDTH, 3.4), squeeze=False)
-    ax = axes[0][0]
-    plotted: list[float] = []
-    for j, k in enumerate(main):
-        pts = [(x, p[k]) for x, p in eps if _finite(p.get(k))]
-        if pts:
-            ax.plot(*zip(*pts, strict=False), marker="o" if len(pts) < 40 else None, ms=3, lw=2.0 if k == "total" else 1.2,
-                    color="#222222" if k == "total" else colour(j + 3), label=k)
-            plotted += [v for _, v in pts]
+    sub_terms = [k for k in keys if "/" in k and not k.startswith("lw/")]
+    lower = [panel for panel in (sub_terms, per_module) if panel]
+    if lower:
+        fig = plt.figure(figsize=(WIDTH, 6.4))
+        top = fig.add_subplot(2, 1, 1)
+        bottoms = [fig.add_subplot(2, len(lower), len(lower) + i + 1) for i in range(len(lower))]
+    else:
+        fig, top = plt.subplots(figsize=(WIDTH, 3.4))
+        bottoms = []
+    plotted = _loss_lines(top, eps, main)
     train = [(e.get("episode", i + 1), (e.get("train") or {}).get("total")) for i, e in enumerate(episodes)]
     train = [(x, v) for x, v in train if _finite(v)]
     if train:
-        ax.plot(*zip(*train, strict=False), ls="--", lw=1, color="#777777", label="train total")
+        top.plot(*zip(*train, strict=True), ls="--", lw=1, color="#777777", label="train total")
         plotted += [v for _, v in train]
-    _log_if_wide(ax, plotted)
-    ax.set_xlabel("episode (0 = before training)")
-    _integer_x(ax)
-    ax.set_title("Probe loss and its terms")
-    ax.legend(loc="best")
-    if per_module:
-        ax2 = axes[0][1]
-        for j, k in enumerate(per_module):
-            pts = [(x, p[k]) for x, p in eps if _finite(p.get(k))]
-            if pts:
-                ax2.plot(*zip(*pts, strict=False), marker="o" if len(pts) < 40 else None, ms=3, lw=1.3, color=colour(j), label=k[3:])
-        ax2.set_xlabel("episode")
-        _integer_x(ax2)
-        ax2.set_title("Layerwise term per module")
-        ax2.legend(loc="best")
+    _log_if_wide(top, plotted)
+    top.set_xlabel("episode (0 = before training)")
+    top.set_title("Probe loss and its terms")
+    top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    for ax, panel in zip(bottoms, lower, strict=True):
+        is_lw = panel is per_module
+        _log_if_wide(ax, _loss_lines(ax, eps, panel, strip="lw/" if is_lw else ""))
+        ax.set_title("Layerwise term per module" if is_lw else "Task and KD sub-terms")
+        ax.set_xlabel("episode")
+        ax.legend(loc="best", fontsize=7)
+    for ax in [top, *bottoms]:
+        _integer_x(ax)
     fig.tight_layout()
     return to_svg(fig)
 
