@@ -550,7 +550,8 @@ class OptimaPolicy(_BanditPolicy):
     - ``sigma=None``, ``prior_mean=None``, ``prior_std=None``: estimated, see 3. and 4.
 
     The references on the same suite: ``sw-ts`` (window 50) 0.52 / 0.28, ``ts`` 0.53 / 0.32,
-    ``discounted-ts`` (0.95) 0.54 / 0.34, ``sw-ucb`` 0.65 / 0.58, ``uniform`` and ``fixed-order`` 1.0.
+    ``discounted-ts`` (0.95) 0.54 / 0.34, ``sw-ucb`` 0.65 / 0.58, ``uniform`` and ``fixed-order`` 1.0;
+    the previous ``optima`` (window ``max(3k, 10)``, optimistic prior, pooled sigma) 0.56 / 0.49.
     The suite is not the whole truth: it is synthetic, and a real run has 20-200 episodes.
     """
 
