@@ -42,6 +42,7 @@ COMPONENT_SECTIONS: dict[str, str] = {
     "splitter": "splitter",
     "policy": "policy",
     "data": "dataset",
+    "family": "family",
 }
 
 # keys a component section has besides the factory's options
@@ -53,6 +54,7 @@ COMPONENT_FIELDS: dict[str, dict[str, Field]] = {
     # student, policy and data have defaults, so a preset may hold only what differs (e.g. [teacher])
     "student": {"name": Field(str, "layer-subset", help="registered student builder")},
     "splitter": {"name": Field(str, "auto", help="module splitter; auto = the teacher's")},
+    "family": {"name": Field(str, "auto", help="model family (forward, losses, export); auto = the teacher's")},
     "policy": {
         "name": Field(str, "optima", help="selection policy"),
         "arms": Field(str, "single", choices=("single", "combinations", "all"), help="arm set"),
@@ -83,18 +85,15 @@ SCHEMA: dict[str, dict[str, Field]] = {
                                   ge=0),
     },
     "loss": {
-        "w_task": Field(float, 1.0, help="weight of CoCa's own contrastive + caption loss"),
-        "w_kd": Field(float, 1.0, help="weight of logit KD (caption KL + contrastive KL)"),
-        "w_lw": Field(float, 1.0, help="weight of the layerwise hidden-state loss"),
-        "temperature": Field(float, 2.0, help="KD temperature"),
-        "caption_weight": Field(float, 2.0, help="task: captioning loss weight (open_clip default)"),
-        "clip_weight": Field(float, 1.0, help="task: contrastive loss weight"),
-        "contrastive_kd_weight": Field(float, 1.0, help="share of logit KD on the similarity matrix"),
+        "w_task": Field(float, 1.0, help="weight of the family's task loss (CoCa: contrastive + caption)", ge=0),
+        "w_kd": Field(float, 1.0, help="weight of the family's logit KD terms (CoCa: caption KL + contrastive KL)", ge=0),
+        "w_lw": Field(float, 1.0, help="weight of the layerwise hidden-state loss", ge=0),
+        "temperature": Field(float, 2.0, help="KD temperature", gt=0),
         "normalize_layers": Field(bool, True, help="divide each layer's MSE by the teacher state's mean square"),
         "reward_loss": Field(str, "total", choices=("total", "layerwise", "task"), help="probe loss used for rewards"),
     },
     "eval": {
-        "evaluators": Field(list, ["retrieval"], help="evaluators run at the end of distill"),
+        "evaluators": Field(list, None, help="evaluators run at the end of distill; unset = the family's default"),
         "split": Field(str, "test"),
         "samples": Field(int, 1000, ge=1),
         "teacher": Field(bool, True, help="also evaluate the teacher, side by side"),
@@ -112,6 +111,7 @@ RESERVED_OPTIONS: dict[str, set[str]] = {
     "splitter": {"variant"},
     "policy": {"arms", "seed", "variant"},
     "data": {"split", "variant"},
+    "family": {"variant"},
 }
 
 
@@ -225,7 +225,7 @@ def validate(cfg: dict[str, Any], *, source: str | None = None, check_components
             continue
         # component section: check the name and the factory's options
         name = table.get("name")
-        if registries is None or not isinstance(name, str) or (section == "splitter" and name == "auto"):
+        if registries is None or not isinstance(name, str) or (section in ("splitter", "family") and name == "auto"):
             continue
         try:
             entry = registries[COMPONENT_SECTIONS[section]].get(name)

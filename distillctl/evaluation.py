@@ -6,6 +6,10 @@
 * teacher-forced next-token accuracy on non-pad labels;
 * our own greedy caption decoder (open_clip's ``generate()`` needs an old ``transformers``): image
   features are computed once and the text tower + decoder re-run on the growing prefix.
+
+Models are reached only through their family's evaluation forwards (``encode_image``,
+``encode_text``, ``caption_logits``, ``caption_start`` / ``caption_step``), so every function here
+works for any family that provides them. ``family=None`` means CoCa (the quickstart training script).
 """
 
 from __future__ import annotations
@@ -47,6 +51,12 @@ def collect(dataset: Any, indices: Sequence[int], transform: Callable[..., torch
     return images, tokenizer(captions), captions
 
 
+def _coca_family() -> Any:
+    from distillctl.coca.family import CocaFamily
+
+    return CocaFamily()
+
+
 @torch.no_grad()
 def encode(
     model: torch.nn.Module,
@@ -56,26 +66,28 @@ def encode(
     batch_size: int = 250,
     device: str | torch.device = "cpu",
     autocast_dtype: torch.dtype | None = None,
+    family: Any = None,
 ) -> Encoded:
-    """One forward per batch: features for retrieval and teacher-forced token accuracy."""
+    """Features for retrieval (and teacher-forced token accuracy where the family has caption logits)."""
+    family = family or _coca_family()
     was_training = model.training
     model.eval()
     dev = torch.device(device)
+    has_logits = hasattr(family, "caption_logits")
     img_f, txt_f, correct, total = [], [], 0, 0
     for i in range(0, len(images), batch_size):
         im = images[i : i + batch_size].to(dev)
         tx = texts[i : i + batch_size].to(dev)
         with torch.autocast(dev.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
-            out = model(im, tx)
-        img_f.append(F.normalize(out["image_features"].float(), dim=-1).cpu())
-        txt_f.append(F.normalize(out["text_features"].float(), dim=-1).cpu())
-        labels = out["labels"]  # [B, L-1]
-        valid = labels != 0
-        pred = out["logits"].argmax(-1)
-        correct += int(((pred == labels) & valid).sum())
-        total += int(valid.sum())
+            img_f.append(F.normalize(family.encode_image(model, im).float(), dim=-1).cpu())
+            txt_f.append(F.normalize(family.encode_text(model, tx).float(), dim=-1).cpu())
+            if has_logits:
+                logits, labels = family.caption_logits(model, {"image": im, "text": tx})  # [B, L-1, V], [B, L-1]
+                valid = labels != 0
+                correct += int(((logits.argmax(-1) == labels) & valid).sum())
+                total += int(valid.sum())
     model.train(was_training)
-    return Encoded(torch.cat(img_f), torch.cat(txt_f), correct, total)
+    return Encoded(torch.cat(img_f), torch.cat(txt_f), correct, total if has_logits else -1)
 
 
 def retrieval_r1(
@@ -112,19 +124,21 @@ def greedy_captions(
     min_len: int = 2,
     batch_size: int = 250,
     device: str | torch.device = "cpu",
+    family: Any = None,
 ) -> list[list[int]]:
-    """Greedy decoding with open_clip's CoCa forward; returns token ids after <sot> up to <eot>."""
+    """Greedy decoding through the family's ``caption_start`` / ``caption_step``; token ids after <sot> up to <eot>."""
+    family = family or _coca_family()
     was_training = model.training
     model.eval()
     dev = torch.device(device)
     results: list[list[int]] = []
     for i in range(0, len(images), batch_size):
         im = images[i : i + batch_size].to(dev)
-        latent, embs = model._encode_image(im)  # image features once, reused at every step
+        state = family.caption_start(model, im)  # image features once, reused at every step
         out = torch.full((im.shape[0], 1), sot, dtype=torch.long, device=dev)
         done = torch.zeros(im.shape[0], dtype=torch.bool, device=dev)
         for _ in range(max_len - 1):
-            logits = model(im, out, image_latent=latent, image_embs=embs, output_labels=False)["logits"][:, -1]
+            logits = family.caption_step(model, state, out)  # [B, V]
             if out.shape[1] < min_len:
                 logits[:, eot] = -float("inf")
             nxt = logits.argmax(-1)
@@ -157,11 +171,11 @@ def caption_scores(references: Sequence[str], hypotheses: Sequence[str]) -> dict
 
 def caption_metrics(
     model: torch.nn.Module, images: torch.Tensor, references: Sequence[str], tokenizer: Any,
-    *, device: str | torch.device = "cpu",
+    *, device: str | torch.device = "cpu", family: Any = None,
 ) -> dict[str, float]:
     """Greedy-decode ``images`` and score the captions against ``references``."""
     ids = greedy_captions(model, images, sot=tokenizer.sot_token_id, eot=tokenizer.eot_token_id,
-                          max_len=tokenizer.context_length, device=device)
+                          max_len=tokenizer.context_length, device=device, family=family)
     return caption_scores(references, [tokenizer.decode(x) for x in ids])
 
 
@@ -175,14 +189,16 @@ def full_eval(
     captions: int = 0,
     group: int = 100,
     device: str | torch.device = "cpu",
+    family: Any = None,
 ) -> dict[str, float]:
     """Retrieval R@1 (within groups of ``group``), teacher-forced token accuracy, and greedy captions
     on the first ``captions`` samples (0 = skip decoding)."""
     n = min(samples, len(dataset))
     images, texts, caps = collect(dataset, range(n), transform, tokenizer)
-    enc = encode(model, images, texts, device=device)
+    enc = encode(model, images, texts, device=device, family=family)
     out = retrieval_r1(enc.image_features, enc.text_features, caps, group=group)
-    out["tf_token_acc"] = enc.correct_tokens / max(enc.total_tokens, 1)
+    if enc.total_tokens >= 0:
+        out["tf_token_acc"] = enc.correct_tokens / max(enc.total_tokens, 1)
     if captions:
-        out.update(caption_metrics(model, images[:captions], caps[:captions], tokenizer, device=device))
+        out.update(caption_metrics(model, images[:captions], caps[:captions], tokenizer, device=device, family=family))
     return out

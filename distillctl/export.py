@@ -1,8 +1,9 @@
-"""Export a student: ``student.safetensors`` (weights only) + ``open_clip_config.json``.
+"""Export and reload a student, generically: the family decides *what* is written, this module how.
 
-The folder then loads unchanged with ``open_clip.create_model_and_transforms("local-dir:OUT")``
-(open_clip picks the only ``*.safetensors`` in the folder). Projections and optimizer state are never
-exported. Files are written to a temporary name and renamed, so a crash leaves no half file.
+``save_weights`` writes ``student.safetensors`` (weights only; str->str metadata) atomically with the
+usual file mode; ``read_export`` reads it back; ``load_student`` rebuilds any family's student from
+its export (``family`` in the metadata; v0.1 exports without it are CoCa). Projections and optimizer
+state are never exported.
 """
 
 from __future__ import annotations
@@ -13,59 +14,39 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from distillctl import __version__
+from distillctl.errors import DistillctlError
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+WEIGHTS_NAME = "student.safetensors"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary name and rename it over ``path`` (a crash leaves no half file)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
 
 
-def export_student(
-    model: torch.nn.Module,
-    out_dir: Path,
-    model_config: dict[str, Any],
-    teacher: Any,
-    *,
-    dtype: str = "fp32",
-    extra_metadata: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """Write the student; return sizes for the report."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def save_weights(model: torch.nn.Module, path: Path, *, dtype: str = "fp32", metadata: dict[str, str] | None = None) -> dict[str, Any]:
+    """Write ``model``'s state dict as safetensors (``dtype`` for floating tensors); return sizes for the report."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
     target = DTYPES[dtype]
     state = {
         k: v.detach().to("cpu", dtype=target if v.is_floating_point() else v.dtype).contiguous()
         for k, v in model.state_dict().items()
     }
-    metadata = {
-        "format": "pt",
-        "distillctl_version": __version__,
-        "model_config": json.dumps(model_config),
-        "preprocess_config": json.dumps(teacher.preprocess_config),
-        "tokenizer_config": json.dumps(teacher.tokenizer_config),
-        "teacher": teacher.name,
-        "teacher_weights": str(teacher.weights),
-        "teacher_weights_hash": teacher.weights_hash,
-        "dtype": dtype,
-        **(extra_metadata or {}),
-    }
-    path = out_dir / "student.safetensors"
-    tmp = out_dir / "student.safetensors.tmp"
-    save_file(state, str(tmp), metadata=metadata)
+    meta = {"format": "pt", "distillctl_version": __version__, "dtype": dtype,
+            **{k: str(v) for k, v in (metadata or {}).items()}}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata=meta)
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o666 & ~umask)  # safetensors writes 0600; an exported model is meant to be shared
     tmp.replace(path)
-    _atomic_write_text(
-        out_dir / "open_clip_config.json",
-        json.dumps({"model_cfg": model_config, "preprocess_cfg": teacher.preprocess_config,
-                    "distillctl": {"tokenizer": teacher.tokenizer_config, "teacher": teacher.name}}, indent=2),
-    )
     params = sum(v.numel() for v in state.values())
     size = path.stat().st_size
     bytes_per = torch.finfo(target).bits // 8
@@ -88,19 +69,49 @@ def load_student_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     return state, meta
 
 
-def load_student(run_dir: Path, device: str = "cpu") -> tuple[torch.nn.Module, dict[str, str]]:
-    """Rebuild an exported student (fp32, eval mode) from ``run_dir/student.safetensors``."""
-    from distillctl.coca.models import build_coca
-    from distillctl.errors import DistillctlError
-
-    path = run_dir / "student.safetensors" if run_dir.is_dir() else run_dir
+def student_path(run: Path) -> Path:
+    """``RUN/student.safetensors`` for a run folder, or the file itself."""
+    path = run / WEIGHTS_NAME if run.is_dir() else run
     if not path.is_file():
-        raise DistillctlError(f"no student.safetensors in {run_dir}; pass the --out folder of a distill run.")
+        raise DistillctlError(f"no {WEIGHTS_NAME} in {run}; pass the --out folder of a distill run.")
+    return path
+
+
+def read_export(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str], dict[str, Any]]:
+    """(state, metadata, model_config) of an export; a foreign or damaged file is one DistillctlError line."""
     try:
         state, meta = load_student_state(path)
         cfg = json.loads(meta["model_config"])
     except Exception as exc:  # noqa: BLE001 - a foreign or damaged file is bad input
         raise DistillctlError(f"{path} is not a distillctl student ({type(exc).__name__}: {exc}).") from None
-    model = build_coca(cfg, init_decoder=False)
-    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-    return model.to(device).eval(), meta
+    return state, meta, cfg
+
+
+def export_family(path: Path) -> str:
+    """The family that wrote an export (``coca`` for v0.1 exports, which did not record it)."""
+    try:
+        _, meta = _metadata(path)
+    except Exception as exc:  # noqa: BLE001
+        raise DistillctlError(f"{path} is not a distillctl student ({type(exc).__name__}: {exc}).") from None
+    return meta.get("family", "coca")
+
+
+def _metadata(path: Path) -> tuple[None, dict[str, str]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return None, f.metadata() or {}
+
+
+def load_student(run: Path, device: str = "cpu") -> tuple[Any, dict[str, str]]:
+    """Rebuild an exported student of any family: ``(bundle, metadata)``; ``bundle.model`` is in eval mode."""
+    from distillctl.plugins import registry
+
+    path = student_path(run)
+    family = registry("family").create(export_family(path))
+    bundle = family.load(path, device)
+    return bundle, _metadata(path)[1]
+
+
+__all__ = ["DTYPES", "atomic_write_text", "export_family", "load_student", "load_student_state", "read_export",
+           "save_weights", "student_path"]

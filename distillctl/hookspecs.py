@@ -96,6 +96,18 @@ def register_evaluators(register: Register) -> None:
 
 
 @hookspec
+def register_families(register: Register) -> None:
+    """Register model families.
+
+    Factory signature: ``factory(**options) -> Family`` (:class:`distillctl.interfaces.Family`).
+    A family owns everything model-specific: batch -> inputs, the forward, the task loss, the
+    logit-level distillation terms, position masks, export and reload of a student, and the forwards
+    evaluators use. A teacher names its family (``Teacher.family``); the ``[family]`` config section
+    picks another one or sets the family's options (e.g. ``caption_weight`` for ``coca``).
+    """
+
+
+@hookspec
 def on_episode_end(episode: int, arm: tuple[str, ...], reward: float, probe_loss: float, state: dict[str, Any]) -> None:
     """Observer: called after every distillation episode (on the main process only).
 

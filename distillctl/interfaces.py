@@ -61,18 +61,26 @@ class Tokenizer(Protocol):
 
 @dataclass
 class Teacher:
-    """A loaded teacher: model + tokenizer + image transform + what export needs."""
+    """A loaded model bundle: model + tokenizer + image transform + what export needs.
+
+    Used for teachers and for exported students rebuilt by :meth:`Family.load` (``distillctl eval``).
+    """
 
     name: str
     model: torch.nn.Module  # eval mode, requires_grad False
-    tokenizer: Tokenizer
+    tokenizer: Tokenizer | None  # None for families without text (image classifiers)
     transform: Callable[[Image.Image], torch.Tensor]  # eval transform, PIL -> [3, H, W]
-    model_config: dict[str, Any]  # open_clip model cfg (embed_dim, vision_cfg, text_cfg, multimodal_cfg)
-    preprocess_config: dict[str, Any]  # open_clip preprocess cfg (size, mean, std, interpolation, ...)
+    model_config: dict[str, Any]  # the family's model config (open_clip cfg for coca / clip)
+    preprocess_config: dict[str, Any]  # preprocess cfg (size, mean, std, interpolation, ...)
     weights: str  # what was loaded: path, tag, "bundled", "random"
     weights_hash: str  # sha256 of the weights file (or of the state dict for random)
     splitter: str = "coca"  # the splitter that understands this model
     tokenizer_config: dict[str, Any] = field(default_factory=dict)  # how to rebuild the tokenizer
+    family: str = "coca"  # the model family (forward, losses, export) of this model
+    extra: dict[str, Any] = field(default_factory=dict)  # family-specific facts (e.g. class names)
+
+
+ModelBundle = Teacher  # the same record describes any loaded model
 
 
 @dataclass
@@ -88,13 +96,18 @@ class Student:
 
 @dataclass(frozen=True)
 class Stack:
-    """One indexed list of layers inside a module, e.g. ``text_decoder.cross_attn``."""
+    """One indexed run of layers inside a module, e.g. ``text_decoder.cross_attn``.
 
-    name: str  # stack path prefix, e.g. "text_decoder.cross_attn"
+    Layer ``i`` of the stack is the submodule ``f"{name}.{start + i}"``: ``start`` lets several modules
+    share one ``nn.ModuleList`` (a ViT's ``blocks`` split into early / middle / late groups).
+    """
+
+    name: str  # path of the nn.ModuleList, e.g. "text_decoder.cross_attn"
     depth: int
+    start: int = 0  # index of this stack's first layer inside the ModuleList
 
     def layer(self, i: int) -> str:
-        return f"{self.name}.{i}"
+        return f"{self.name}.{self.start + i}"
 
 
 @dataclass(frozen=True)
@@ -110,20 +123,99 @@ class Module:
 
 
 class Splitter(Protocol):
-    """Names the modules of a model and tells which hidden-state positions carry loss."""
+    """Names the modules of a model and lists their layers.
+
+    The layer contract: every layer path (``Stack.layer(i)``) names a submodule of the model whose
+    forward output -- or its first element when it returns a tuple -- is the hidden state
+    ``[B, L, D]`` (tokens) or ``[B, D, H, W]`` (convolutional stages; the engine flattens it to
+    ``[B, H*W, D]``). Teacher and student layers that are paired must produce the same ``L`` (or the
+    same ``H, W``); widths ``D`` may differ (a learned projection bridges them).
+    """
 
     def modules(self, model: torch.nn.Module) -> list[Module]: ...
-
-    def position_mask(self, module: str, text: torch.Tensor) -> torch.Tensor | None:
-        """Bool mask ``[B, L_module]`` of positions that carry loss for this module's hidden
-        states (pad positions excluded), given the batch's token ids ``text`` [B, L];
-        None = every position counts (e.g. vision tokens)."""
-        ...
 
     def check_compatible(self, teacher: torch.nn.Module, student: torch.nn.Module) -> None:
         """Raise DistillctlError *before training* if hidden states cannot be paired
         (e.g. different vision token grids)."""
         ...
+
+
+# --------------------------------------------------------------------------- families
+Inputs = dict[str, Any]  # what a family's forward takes, e.g. {"image": [B,3,H,W], "text": [B,L]}
+Outputs = dict[str, Any]  # what a family's forward returns (tensors, by the family's own keys)
+
+
+class Family(Protocol):
+    """Everything model-specific: one per model family (``coca``, ``clip``, a plugin's ``timm``...).
+
+    The engine is generic: phases, policy, probe and reward, optimizer, layerwise terms over the
+    splitter's layer pairs, checkpoints, reports. It calls the family for everything that depends
+    on what the model *is*. Every method may raise :class:`distillctl.DistillctlError` for bad input.
+
+    Required:
+
+    * ``name`` -- the registered name.
+    * ``inputs(batch, device)`` -- a loader :class:`distillctl.data.loader.Batch` (``images``
+      ``[B,3,H,W]``, ``text`` token ids ``[B,L]`` or None, ``captions``, ``labels``) -> model inputs.
+    * ``forward(model, inputs)`` -> outputs. Called for the teacher under ``torch.no_grad()``.
+    * ``task_loss(outputs, inputs)`` -> ``{term: scalar}``; the task loss is their sum.
+    * ``kd_terms(student_out, teacher_out, inputs, *, temperature)`` -> ``{term: scalar}``: the
+      logit-level distillation terms of this family (width-independent); their sum is ``kd``.
+      Return ``{}`` when the family has none.
+    * ``position_mask(module, inputs)`` -> bool ``[B, L_module]`` of hidden-state positions that
+      carry layerwise loss for ``module`` (pads excluded), or None when every position counts.
+    * ``export(model, out_dir, *, model_config, source, metadata, dtype)`` -> sizes dict: write the
+      student (``student.safetensors`` through :func:`distillctl.export.save_weights`, plus any side
+      files such as ``open_clip_config.json``). ``source`` is the teacher bundle (tokenizer and
+      preprocess facts to carry over).
+    * ``load(path, device)`` -> :class:`Teacher` bundle rebuilt from an export (``path`` is the
+      ``student.safetensors`` file; its metadata holds what ``export`` wrote).
+    * ``build(model_config, device)`` -> a fresh (random-init) model of this family.
+
+    Optional (what evaluators and generic students use; absent = not supported):
+
+    * ``with_depths(model_config, depths: {module: n_layers}) -> model_config`` -- the config of a
+      shallower model (the built-in ``layer-subset`` student uses it).
+    * ``encode_image(model, images) -> [N, E]`` / ``encode_text(model, text) -> [N, E]`` --
+      L2-normalised embeddings (retrieval, zero-shot).
+    * ``caption_logits(model, inputs) -> (logits [B, L', V], labels [B, L'])`` -- teacher forcing.
+    * ``caption_start(model, images) -> state`` and ``caption_step(model, state, prefix [B, t]) ->
+      logits [B, V]`` -- incremental decoding for the built-in greedy / beam decoder.
+    * ``class_logits(model, images) -> [N, C]`` -- image classifiers.
+    * ``dummy_inputs(bundle, batch_size, device) -> inputs`` -- shapes only (``inspect``).
+    * ``evaluators: tuple[str, ...]`` -- built-in evaluators that apply to this family, first =
+      the default when ``eval.evaluators`` is not set.
+    """
+
+    name: str
+    evaluators: tuple[str, ...]
+
+    def inputs(self, batch: Any, device: Any) -> Inputs: ...
+
+    def forward(self, model: torch.nn.Module, inputs: Inputs) -> Outputs: ...
+
+    def task_loss(self, outputs: Outputs, inputs: Inputs) -> dict[str, torch.Tensor]: ...
+
+    def kd_terms(
+        self, student_out: Outputs, teacher_out: Outputs, inputs: Inputs, *, temperature: float
+    ) -> dict[str, torch.Tensor]: ...
+
+    def position_mask(self, module: str, inputs: Inputs) -> torch.Tensor | None: ...
+
+    def export(
+        self,
+        model: torch.nn.Module,
+        out_dir: Any,
+        *,
+        model_config: dict[str, Any],
+        source: Teacher,
+        metadata: dict[str, str],
+        dtype: str,
+    ) -> dict[str, Any]: ...
+
+    def load(self, path: Any, device: str) -> Teacher: ...
+
+    def build(self, model_config: dict[str, Any], device: Any) -> torch.nn.Module: ...
 
 
 # --------------------------------------------------------------------------- policies
@@ -153,17 +245,32 @@ class Policy(Protocol):
 
 
 # --------------------------------------------------------------------------- evaluation
+@dataclass
+class EvalContext:
+    """What an evaluator gets besides the model: the family's forwards, the data, the other model.
+
+    ``teacher`` is set when the student is scored next to its teacher (``pair`` metrics such as
+    fidelity need both); ``samples`` is the user's cap on evaluated items.
+    """
+
+    family: Any  # a Family
+    dataset: Dataset
+    device: str = "cpu"
+    samples: int = 1000
+    teacher: Teacher | None = None
+    notes: list[str] = field(default_factory=list)  # one-line remarks shown under the table
+
+
 class Evaluator(Protocol):
-    """Scores a model on a dataset. Returns a flat ``{metric: value}`` dict."""
+    """Scores a model. ``factory(**options) -> Evaluator``; options come from the ``[eval]`` section.
+
+    ``evaluate(bundle, ctx)`` is called once per scored model (student, then teacher) and returns a
+    flat ``{metric: value}`` dict. An evaluator that compares the two may also define
+    ``evaluate_pair(student, teacher, ctx) -> {metric: value}`` (shown as the student's metrics).
+    ``applies_to(family) -> bool`` (optional) says whether it can score this family's models; the
+    default is ``name in family.evaluators``. Raise DistillctlError for bad input.
+    """
 
     name: str
 
-    def evaluate(
-        self,
-        model: torch.nn.Module,
-        tokenizer: Tokenizer,
-        transform: Callable[[Image.Image], torch.Tensor],
-        dataset: Dataset,
-        *,
-        device: str = "cpu",
-    ) -> dict[str, float]: ...
+    def evaluate(self, bundle: Teacher, ctx: EvalContext) -> dict[str, float]: ...

@@ -31,6 +31,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "distillctl.default_plugins.policies",
     "distillctl.default_plugins.datasets",
     "distillctl.default_plugins.evaluators",
+    "distillctl.default_plugins.families",
 )
 
 # hook name -> registry kind (singular, used in messages and the plugins table)
@@ -41,6 +42,7 @@ KINDS: dict[str, str] = {
     "register_policies": "policy",
     "register_datasets": "dataset",
     "register_evaluators": "evaluator",
+    "register_families": "family",
 }
 
 

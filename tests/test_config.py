@@ -23,7 +23,8 @@ def test_defaults_fill_in_when_names_given() -> None:
     cfg = config.validate(NAMES, check_components=False)
     assert cfg["train"]["episodes"] == 20 and cfg["policy"]["arms"] == "single"
     assert cfg["splitter"]["name"] == "auto" and cfg["teacher"]["name"] == "t"
-    assert cfg["eval"]["evaluators"] == ["retrieval"]
+    assert cfg["eval"]["evaluators"] is None  # unset: the family's default evaluators
+    assert cfg["family"]["name"] == "auto"
 
 
 def test_every_problem_reported_at_once() -> None:

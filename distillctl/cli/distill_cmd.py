@@ -123,7 +123,6 @@ def run_with_display(cfg: dict[str, Any], out_dir: Path, *, overwrite: bool, qui
     from distillctl import engine
 
     con = console()
-    existed = out_dir.exists()
     progress = Progress(
         TextColumn("[bold]episode {task.completed}/{task.total}"),
         BarColumn(),
@@ -154,16 +153,14 @@ def run_with_display(cfg: dict[str, Any], out_dir: Path, *, overwrite: bool, qui
                     f"{payload['samples_per_s']:.0f} samples/s")
             progress.update(task, completed=payload["episode"], info=info)
 
-    try:
+    try:  # the engine owns the cleanup rule (what is kept or removed when a run fails)
         report = engine.run(cfg, out_dir, overwrite=overwrite, on_event=on_event, resume=resume)
     except BaseException as exc:
         progress.stop()
-        if (out_dir / "checkpoints" / "last.pt").is_file():  # a complete checkpoint is kept, not half-written
+        if (out_dir / "checkpoints" / "last.pt").is_file() and not (out_dir / "student.safetensors").is_file():
             if not isinstance(exc, DistillctlError) or "holds" not in str(exc):
                 con.print(f"[yellow]checkpoint kept: continue with `distillctl distill --resume --out {out_dir}`[/yellow]",
                           highlight=False)
-        elif not (existed and any((out_dir / m).exists() for m in engine.RUN_MARKERS) and not overwrite):
-            engine.remove_partial(out_dir, created=not existed)
         raise
     progress.stop()
     print_summary(report, out_dir, quiet=quiet)

@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
         run: Annotated[Path, typer.Argument(help="A distill --out folder (or its student.safetensors).")],
         data: Annotated[str | None, typer.Option(help="Data source (default: the run's).")] = None,
         split: Annotated[str, typer.Option(help="Split to evaluate on.")] = "test",
-        evaluators: Annotated[str, typer.Option(help="Comma-separated evaluators (see `distillctl plugins`).")] = "retrieval",
+        evaluators: Annotated[str | None, typer.Option(help="Comma-separated evaluators (see `distillctl plugins`); default: the model family's.")] = None,
         samples: Annotated[int, typer.Option(help="Items to evaluate.")] = 1000,
         teacher: Annotated[bool, typer.Option("--teacher/--no-teacher", help="Also score the run's teacher.")] = True,
         set_: Annotated[list[str] | None, typer.Option("--set", help="data.key=value options for the data source.")] = None,
@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
 
         if samples < 1:
             raise UsageError(f"--samples must be at least 1, got {samples}.")
-        names = [e.strip() for e in evaluators.split(",") if e.strip()]
+        names = [e.strip() for e in (evaluators or "").split(",") if e.strip()]
         for name in names:
             registry("evaluator").get(name)  # unknown names fail before any model is loaded
         if not run.exists():
@@ -59,19 +59,20 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"data.{unknown[0]}: unknown option for dataset {entry.name!r} (valid: {', '.join(sorted(valid or {}))}).")
         dev = resolve_device(device)
         ds = registry("dataset").create(entry.name, split=split, **opts)
-        student_model, meta = load_student(run, str(dev))
-        weights = meta.get("teacher_weights")
-        t = registry("teacher").create(
-            meta.get("teacher", "quickstart"),
-            weights=None if weights in (None, "bundled") else weights,
-            device=str(dev),
-        )
-        results: dict[str, dict[str, float]] = {"student": {}, **({"teacher": {}} if teacher else {})}
-        for name in names:
-            ev = registry("evaluator").create(name, samples=samples)
-            results["student"].update(ev.evaluate(student_model, t.tokenizer, t.transform, ds, device=str(dev)))
-            if teacher:
-                results["teacher"].update(ev.evaluate(t.model, t.tokenizer, t.transform, ds, device=str(dev)))
+        student, meta = load_student(run, str(dev))
+        family = registry("family").create(student.family)
+        names = names or list(getattr(family, "evaluators", ())[:1])
+        t_bundle = None
+        if teacher:
+            weights = meta.get("teacher_weights")
+            t_bundle = registry("teacher").create(
+                meta.get("teacher", "quickstart"),
+                weights=None if weights in (None, "bundled") else weights,
+                device=str(dev),
+            )
+        from distillctl.engine import evaluate_bundles
+
+        results = evaluate_bundles(names, family, ds, student, t_bundle, device=str(dev), samples=samples)
         if json_:
             echo_json({"run": str(run_dir), "data": ds.describe(), **results})
             return

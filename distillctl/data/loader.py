@@ -27,7 +27,7 @@ class Batch:
     """What the loader yields for one step."""
 
     images: torch.Tensor  # [B, 3, H, W] float
-    text: torch.Tensor  # [B, L] long, tokenized captions
+    text: torch.Tensor | None  # [B, L] long, tokenized captions (None without a tokenizer)
     captions: list[str]
     labels: list[str | None]
     indices: list[int]  # dataset indices of the B good items
@@ -40,7 +40,7 @@ class Batch:
         """The same batch with its tensors on ``device`` (use non_blocking with pinned memory)."""
         return Batch(
             self.images.to(device, non_blocking=non_blocking),
-            self.text.to(device, non_blocking=non_blocking),
+            None if self.text is None else self.text.to(device, non_blocking=non_blocking),
             self.captions,
             self.labels,
             self.indices,
@@ -49,7 +49,7 @@ class Batch:
 
     def pin_memory(self) -> Batch:  # called by DataLoader(pin_memory=True)
         return Batch(
-            self.images.pin_memory(), self.text.pin_memory(), self.captions, self.labels, self.indices, self.skipped
+            self.images.pin_memory(), None if self.text is None else self.text.pin_memory(), self.captions, self.labels, self.indices, self.skipped
         )
 
 
@@ -162,30 +162,49 @@ class _TransformedDataset(torch.utils.data.Dataset):
 class _Collate:
     """Stacks the good items, tokenizes their captions and lists the skipped ones."""
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    def __init__(self, tokenizer: Tokenizer | None) -> None:
         self.tokenizer = tokenizer
 
     def __call__(self, items: Sequence[_Item | _Skipped]) -> Batch:
         good = [it for it in items if isinstance(it, _Item)]
         skipped = [(it.index, it.reason) for it in items if isinstance(it, _Skipped)]
         captions = [it.caption for it in good]
+        text: torch.Tensor | None = None
         if good:
             images = torch.stack([it.image for it in good])  # [B, 3, H, W]
-            text = torch.as_tensor(self.tokenizer(captions)).long()  # [B, L]
+            if self.tokenizer is not None:
+                text = torch.as_tensor(self.tokenizer(captions)).long()  # [B, L]
         else:  # every item of this step was skipped: an empty batch the loop can pass over
             images = torch.zeros(0, 3, 0, 0)
-            text = torch.zeros(0, int(getattr(self.tokenizer, "context_length", 0)), dtype=torch.long)
+            if self.tokenizer is not None:
+                text = torch.zeros(0, int(getattr(self.tokenizer, "context_length", 0)), dtype=torch.long)
         return Batch(images, text, captions, [it.label for it in good], [it.index for it in good], skipped)
+
+
+def make_batch(
+    dataset: Dataset,
+    indices: Sequence[int] | range,
+    transform: Callable[[Any], torch.Tensor],
+    tokenizer: Tokenizer | None,
+) -> Batch:
+    """One :class:`Batch` of ``dataset[indices]`` built exactly as the loader builds it (probe sets,
+    evaluation); a selection with no usable item is a one-line DataError."""
+    wrapped = _TransformedDataset(dataset, transform)
+    batch = _Collate(tokenizer)([wrapped[int(i)] for i in indices])
+    if len(batch) == 0:
+        raise DataError(f"{dataset.describe()}: no usable item among the {len(indices)} selected.")
+    return batch
 
 
 def make_loader(
     dataset: Dataset,
     transform: Callable[[Any], torch.Tensor],
-    tokenizer: Tokenizer,
+    tokenizer: Tokenizer | None,
     batch_sampler: BatchSampler,
     workers: int = 0,
     *,
     pin_memory: bool = False,
+    generator: torch.Generator | None = None,
 ) -> DataLoader:
     """A DataLoader yielding :class:`Batch`, one per step of ``batch_sampler``.
 
@@ -202,6 +221,7 @@ def make_loader(
         num_workers=workers,
         persistent_workers=workers > 0,
         pin_memory=pin_memory,
+        generator=generator,  # worker seeds from here, not from the global RNG
     )
 
 

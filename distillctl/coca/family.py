@@ -1,0 +1,145 @@
+"""The ``coca`` family: open_clip CoCa models (image encoder, text encoder, multimodal decoder).
+
+Everything the engine must not know about CoCa lives here: the ``(image, text)`` forward and its
+output keys, open_clip's ``CoCaLoss`` (contrastive + captioning), the caption-logit and
+similarity-matrix distillation terms, which token positions are padding, and how a student is
+exported so that ``open_clip.create_model_and_transforms("local-dir:OUT")`` loads it unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distillctl.coca.splitter import CocaSplitter
+from distillctl.errors import DistillctlError
+from distillctl.interfaces import Teacher
+from distillctl.losses import caption_kl, contrastive_kl, similarity
+
+
+class CocaFamily:
+    """open_clip CoCa: task = contrastive + captioning; KD = caption-logit KL + similarity-matrix KL."""
+
+    name = "coca"
+    evaluators: tuple[str, ...] = ("retrieval", "captioning", "fidelity", "efficiency")
+
+    def __init__(self, caption_weight: float = 2.0, clip_weight: float = 1.0, contrastive_kd_weight: float = 1.0) -> None:
+        import open_clip
+
+        for key, value in (("caption_weight", caption_weight), ("clip_weight", clip_weight),
+                           ("contrastive_kd_weight", contrastive_kd_weight)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise DistillctlError(f"family.{key} must be a number >= 0, got {value!r}.")
+        self.contrastive_kd_weight = float(contrastive_kd_weight)
+        self._task = open_clip.CoCaLoss(caption_loss_weight=caption_weight, clip_loss_weight=clip_weight, pad_id=0)
+        self._masks = CocaSplitter()
+
+    # ------------------------------------------------------------------ training
+    def inputs(self, batch: Any, device: Any) -> dict[str, torch.Tensor]:
+        if batch.text is None:
+            raise DistillctlError("the coca family needs captions: the teacher has no tokenizer.")
+        return {"image": batch.images.to(device, non_blocking=True),  # [B, 3, H, W]
+                "text": batch.text.to(device, non_blocking=True)}  # [B, L]
+
+    def forward(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return model(inputs["image"], inputs["text"])  # image/text_features, logits [B,L-1,V], labels, logit_scale
+
+    def task_loss(self, outputs: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        parts = self._task(**outputs, output_dict=True)
+        return {"contrastive": parts["contrastive_loss"], "caption": parts["caption_loss"]}
+
+    def kd_terms(self, student_out: dict[str, torch.Tensor], teacher_out: dict[str, torch.Tensor],
+                 inputs: dict[str, torch.Tensor], *, temperature: float) -> dict[str, torch.Tensor]:
+        terms = {"caption_kl": caption_kl(student_out["logits"], teacher_out["logits"], student_out["labels"], temperature)}
+        if self.contrastive_kd_weight:
+            s_sim = similarity(student_out["image_features"], student_out["text_features"], student_out["logit_scale"])
+            t_sim = similarity(teacher_out["image_features"], teacher_out["text_features"], teacher_out["logit_scale"])
+            terms["contrastive_kl"] = self.contrastive_kd_weight * contrastive_kl(s_sim, t_sim, temperature)  # [B,B]
+        return terms
+
+    def position_mask(self, module: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        return self._masks.position_mask(module, inputs["text"])
+
+    # ------------------------------------------------------------------ models
+    def build(self, model_config: dict[str, Any], device: Any = "cpu") -> torch.nn.Module:
+        from distillctl.coca.models import build_coca
+
+        return build_coca(model_config, device)
+
+    def with_depths(self, model_config: dict[str, Any], depths: dict[str, int]) -> dict[str, Any]:
+        from distillctl.coca.models import normalize_config
+        from distillctl.coca.students import MODULE_CFG
+
+        cfg = normalize_config(model_config)
+        for module, n in depths.items():
+            if module not in MODULE_CFG:
+                raise DistillctlError(f"unknown CoCa module {module!r} (valid: {', '.join(MODULE_CFG)}).")
+            cfg[MODULE_CFG[module]]["layers"] = int(n)
+        return cfg
+
+    def dummy_inputs(self, bundle: Teacher, batch_size: int, device: Any) -> dict[str, torch.Tensor]:
+        size = bundle.preprocess_config.get("size", 224)
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        return {"image": torch.zeros(batch_size, 3, h, w, device=device),
+                "text": torch.zeros(batch_size, int(bundle.tokenizer.context_length), dtype=torch.long, device=device)}
+
+    # ------------------------------------------------------------------ export / load
+    def export(self, model: torch.nn.Module, out_dir: Path, *, model_config: dict[str, Any], source: Teacher,
+               metadata: dict[str, str], dtype: str) -> dict[str, Any]:
+        from distillctl.export import atomic_write_text, save_weights
+
+        sizes = save_weights(model, Path(out_dir) / "student.safetensors", dtype=dtype, metadata={
+            **metadata,
+            "family": self.name,
+            "model_config": json.dumps(model_config),
+            "preprocess_config": json.dumps(source.preprocess_config),
+            "tokenizer_config": json.dumps(source.tokenizer_config),
+        })
+        atomic_write_text(
+            Path(out_dir) / "open_clip_config.json",
+            json.dumps({"model_cfg": model_config, "preprocess_cfg": source.preprocess_config,
+                        "distillctl": {"tokenizer": source.tokenizer_config, "teacher": source.name}}, indent=2),
+        )
+        return sizes
+
+    def load(self, path: Path, device: str = "cpu") -> Teacher:
+        from distillctl.coca.models import build_coca, make_tokenizer, make_transform
+        from distillctl.export import read_export
+
+        state, meta, model_config = read_export(path)
+        model = build_coca(model_config, "cpu", init_decoder=False)
+        model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+        preprocess = json.loads(meta.get("preprocess_config", "{}"))
+        tok_cfg = json.loads(meta.get("tokenizer_config", "{}"))
+        if tok_cfg.get("type") == "words":  # the project's own word tokenizer (quickstart)
+            from distillctl.quickstart import ImageTransform, WordTokenizer
+
+            tokenizer: Any = WordTokenizer(tok_cfg["words"], tok_cfg["context_length"], tok_cfg["vocab_size"])
+            transform: Any = ImageTransform(int(preprocess["size"]), preprocess["mean"], preprocess["std"])
+        else:
+            tokenizer, transform = make_tokenizer(model_config), make_transform(preprocess)
+        return Teacher(name=str(path), model=model.to(device).eval().requires_grad_(False), tokenizer=tokenizer,
+                       transform=transform, model_config=model_config, preprocess_config=preprocess,
+                       weights=str(path), weights_hash="", splitter="coca", tokenizer_config=tok_cfg, family=self.name)
+
+    # ------------------------------------------------------------------ evaluation forwards
+    def encode_image(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+        return model.encode_image(images, normalize=True)
+
+    def encode_text(self, model: torch.nn.Module, text: torch.Tensor) -> torch.Tensor:
+        return model.encode_text(text, normalize=True)
+
+    def caption_logits(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        out = model(inputs["image"], inputs["text"])
+        return out["logits"], out["labels"]  # [B, L-1, V], [B, L-1]
+
+    def caption_start(self, model: torch.nn.Module, images: torch.Tensor) -> Any:
+        latent, embs = model._encode_image(images)  # image features once, reused at every step
+        return images, latent, embs
+
+    def caption_step(self, model: torch.nn.Module, state: Any, prefix: torch.Tensor) -> torch.Tensor:
+        images, latent, embs = state
+        return model(images, prefix, image_latent=latent, image_embs=embs, output_labels=False)["logits"][:, -1]
