@@ -89,7 +89,7 @@ def test_layer_subset_refuses_deeper_students_and_bad_layers(teacher) -> None:
     with pytest.raises(DistillctlError) as exc:
         _student(teacher, "layer-subset", vision=8)
     msg = str(exc.value)
-    assert "vision depth 8 exceeds the teacher's 6 layers" in msg and "student.vision to at most 6" in msg
+    assert "vision depth 8 exceeds the teacher's 6 layers" in msg and "student.depths.vision to at most 6" in msg
     with pytest.raises(DistillctlError, match="strictly increasing"):
         _student(teacher, "layer-subset", layers={"text": [2, 1]})
     with pytest.raises(DistillctlError, match=r"0\.\.5"):

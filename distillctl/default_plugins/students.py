@@ -10,18 +10,22 @@ from distillctl.hookspecs import Register, hookimpl
 def layer_subset(
     teacher: Any,
     splitter: Any,
+    ratio: float = 0.0,
+    depths: dict | None = None,
+    layers: dict | None = None,
     vision: int = 0,
     text: int = 0,
     multimodal: int = 0,
-    ratio: float = 0.0,
-    layers: dict | None = None,
 ) -> Any:
-    """Keep k of n teacher layers per module; weights copied from the kept layers (0 = keep all, ratio r = round(n*r))."""
-    from distillctl.coca.students import layer_subset_student
+    """Keep k of n teacher layers per module, any family; weights copied (ratio r = round(n*r); depths/layers per module)."""
+    from distillctl.plugins import registry
+    from distillctl.students import layer_subset_student
 
-    return layer_subset_student(
-        teacher, splitter, vision=vision, text=text, multimodal=multimodal, ratio=ratio, layers=layers
-    )
+    # vision / text / multimodal: shorthands for depths of modules with those names (CoCa, CLIP)
+    named = {k: v for k, v in (("vision", vision), ("text", text), ("multimodal", multimodal)) if v}
+    family = registry("family").create(getattr(teacher, "family", "coca"))
+    return layer_subset_student(teacher, splitter, family=family, ratio=ratio, depths={**named, **(depths or {})},
+                                layers=layers)
 
 
 def config(teacher: Any, splitter: Any, config: str | dict | None = None) -> Any:
