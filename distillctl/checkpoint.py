@@ -97,18 +97,40 @@ def save(ckpt_dir: Path, blob: dict[str, Any], *, fingerprint: str) -> Path:
     header = json.dumps({"sha256": hashlib.sha256(payload).hexdigest(), "fingerprint": fingerprint,
                          "size": len(payload)}).encode() + b"\n"
     tmp = ckpt_dir / f"{TMP_PREFIX}{os.getpid()}-{LAST}"
+    global _saves
+    _saves += 1
     with open(tmp, "wb") as f:
         f.write(MAGIC)
         f.write(header)
-        f.write(payload)
+        f.write(payload[: len(payload) // 2])
+        _fault("mid-write", f)
+        f.write(payload[len(payload) // 2:])
         f.flush()
         os.fsync(f.fileno())  # the bytes are on disk before the name points at them
     last, prev = ckpt_dir / LAST, ckpt_dir / PREV
     if last.exists():
         os.replace(last, prev)  # a crash right here leaves prev.pt only: load() falls back to it
+        _fault("between-renames")
     os.replace(tmp, last)
     _fsync_dir(ckpt_dir)
     return last
+
+
+_saves = 0
+
+
+def _fault(where: str, f: Any = None) -> None:
+    """Test hook for the kill tests: ``DISTILLCTL_FAULT=save:<n>:<where>`` SIGKILLs this process at
+    ``where`` (``mid-write`` | ``between-renames``) of the n-th :func:`save`. Unset: does nothing."""
+    spec = os.environ.get("DISTILLCTL_FAULT", "")
+    if spec != f"save:{_saves}:{where}":
+        return
+    import signal
+
+    if f is not None:
+        f.flush()  # what a real crash leaves: half a file on disk
+        os.fsync(f.fileno())
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def load(ckpt_dir: Path, *, fingerprint: str, map_location: Any = "cpu") -> tuple[dict[str, Any], str | None]:

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distillctl import __version__
+from distillctl import __version__, checkpoint
 from distillctl.config import component_options, dumps_toml, preflight_teacher
 from distillctl.data.loader import BatchSampler, SkipCounter, check_batch_size, check_usable, make_batch, make_loader
 from distillctl.errors import DistillctlError, TrainingError
@@ -47,8 +47,8 @@ from distillctl.interfaces import EvalContext, Teacher
 from distillctl.layerwise import HiddenStateTap, build_projections, layer_pairs, masked_mse, projection_key
 from distillctl.plugins import call_observers, registry
 from distillctl.policies import arm_name, build_arms
+from distillctl.rundir import RunDir
 
-RUN_MARKERS = ("report.json", "student.safetensors", "run.toml")
 HUGE = 10**7  # data sources larger than this are streams: read in order, never permuted
 Emit = Callable[[str, dict[str, Any]], None]
 
@@ -91,6 +91,7 @@ class RunContext:
     emit: Emit = field(default=lambda kind, payload: None)
     t_start: float = field(default_factory=time.perf_counter)
     # 0. preflight
+    rundir: RunDir | None = None  # owns out_dir: checks, lock, cleanup rule
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     autocast_dtype: torch.dtype | None = None
     train_ds: Any = None
@@ -116,6 +117,7 @@ class RunContext:
     state: LoopState = field(default_factory=LoopState)
     skips: SkipCounter = field(default_factory=SkipCounter)
     checkpoint: dict[str, Any] | None = None  # the loaded checkpoint on --resume
+    fingerprint: str = ""  # config + model layouts; a checkpoint of another run is refused
     export: dict[str, Any] | None = None  # sizes, once the student is written
 
     @property
@@ -149,16 +151,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def check_out_dir(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise DistillctlError(f"--out {out} exists and is not a directory; choose another path.")
-    if out.is_dir() and (out / "checkpoints" / "last.pt").exists() and not overwrite:
-        raise DistillctlError(f"--out {out} holds an unfinished run; pass --resume to continue it, or --overwrite.")
-    if out.is_dir() and any((out / m).exists() for m in RUN_MARKERS):
-        if not overwrite:
-            raise DistillctlError(f"--out {out} already holds a run; pass --overwrite to replace it or choose another --out.")
 
 
 def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
@@ -249,11 +241,9 @@ class Objective:
 def preflight(ctx: RunContext) -> None:
     """0. Cheap checks before anything is built or written: out dir, teacher weights, data, batch size."""
     train = ctx.train
-    if ctx.resume:
-        if not ctx.ckpt_path.is_file():
-            raise DistillctlError(f"nothing to resume in {ctx.out_dir}: no checkpoints/last.pt (set train.checkpoint_every).")
-    else:
-        check_out_dir(ctx.out_dir, ctx.overwrite)
+    # first: an --out this run may not use (in use, holds a run, unwritable, full disk) costs nothing
+    ctx.rundir = RunDir(ctx.out_dir, overwrite=ctx.overwrite, resume=ctx.resume)
+    ctx.rundir.preflight()
     preflight_teacher(ctx.cfg)
     ctx.device = resolve_device(train["device"])
     if train["threads"]:
@@ -368,8 +358,12 @@ def reward_value(ctx: RunContext, terms: dict[str, float]) -> float:
 def restore_or_start(ctx: RunContext) -> None:
     """4. ``--resume``: everything the loop mutates comes back (models, optimizer, schedule, policy, data
     position, RNGs). Otherwise: the first probe loss. Then ``run.toml`` (what ``--resume`` reads back)."""
-    if ctx.resume:
-        ckpt = torch.load(ctx.ckpt_path, map_location=ctx.device, weights_only=True)
+    assert ctx.rundir is not None
+    ctx.fingerprint = checkpoint.fingerprint(ctx.cfg, {"student": ctx.student_model, "projections": ctx.projections})
+    if ctx.resume:  # checksum + fingerprint verified; a damaged last.pt falls back to prev.pt
+        ckpt, note = checkpoint.load(ctx.rundir.checkpoint_dir, fingerprint=ctx.fingerprint, map_location=ctx.device)
+        if note:
+            ctx.emit("warning", {"message": note})
         ctx.student_model.load_state_dict(ckpt["student"])
         ctx.projections.load_state_dict(ckpt["projections"])
         ctx.optimizer.load_state_dict(ckpt["optimizer"])
@@ -474,7 +468,7 @@ def run_episodes(ctx: RunContext) -> None:
     state, train = ctx.state, ctx.train
     batches = make_batches(ctx)
     if ctx.checkpoint is not None:  # after the loader exists: nothing may draw from the RNG once it is restored
-        _set_rng_state(ctx.checkpoint["rng"])
+        checkpoint.set_rng_state(ctx.checkpoint["rng"])
     timings = state.timings
     t_train = time.perf_counter() - timings["train_s"]
     ctx.emit("start", {"episodes": train["episodes"], "steps": train["episodes"] * train["episode_steps"],
@@ -501,6 +495,7 @@ def finish(ctx: RunContext) -> dict[str, Any]:
     ``report.json`` and is raised as one line."""
     cfg, state = ctx.cfg, ctx.state
     assert ctx.teacher is not None
+    assert ctx.rundir is not None
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     ctx.export = ctx.family.export(
         ctx.student_model, ctx.out_dir, model_config=ctx.student.model_config, source=ctx.teacher, dtype=cfg["export"]["dtype"],
@@ -508,6 +503,7 @@ def finish(ctx: RunContext) -> dict[str, Any]:
                   "teacher_weights_hash": ctx.teacher.weights_hash, "policy": cfg["policy"]["name"],
                   "arms": cfg["policy"]["arms"], "steps": str(state.step), "seed": str(ctx.train["seed"])},
     )
+    ctx.rundir.mark_exported()  # from here on a failure removes nothing (the student is of value)
     from distillctl.report import write_reports
 
     error = None
@@ -560,31 +556,18 @@ def run(cfg: dict[str, Any], out_dir: Path, *, overwrite: bool = False, resume: 
 
 @contextlib.contextmanager
 def _out_dir_guard(ctx: RunContext) -> Iterator[None]:
-    """The one cleanup rule. Before export, a failure removes only what this run created (a resumable
-    checkpoint is kept); after export, nothing of value is removed (``finish`` recorded the error)."""
-    out = ctx.out_dir
-    existed = out.exists()
-    before = set(os.listdir(out)) if existed else set()
-    if ctx.overwrite and not ctx.resume:
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    try:
+    """The one cleanup rule (:meth:`distillctl.rundir.RunDir.session`): the run owns ``out_dir`` (a lock);
+    before export, a failure removes only what this run created (a resumable checkpoint is kept, a run
+    replaced with ``--overwrite`` comes back); after export, nothing of value is removed (``finish``
+    recorded the error)."""
+    assert ctx.rundir is not None
+    with ctx.rundir.session():
         yield
-    except BaseException:
-        if ctx.export is None and not ctx.ckpt_path.is_file():
-            if not existed:
-                shutil.rmtree(out, ignore_errors=True)
-            else:
-                for name in set(os.listdir(out)) - before if out.is_dir() else ():
-                    with contextlib.suppress(OSError):
-                        path = out / name
-                        shutil.rmtree(path) if path.is_dir() else path.unlink()
-        raise
 
 
 def save_checkpoint(ctx: RunContext) -> None:
-    """Atomic: write to a temporary file, then rename over ``last.pt`` (a crash never leaves half a file)."""
-    path = ctx.ckpt_path
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Atomic, checksummed, fingerprinted; the previous checkpoint is kept as ``prev.pt``."""
+    assert ctx.rundir is not None
     blob = {
         "student": ctx.student_model.state_dict(),
         "projections": ctx.projections.state_dict(),
@@ -592,31 +575,10 @@ def save_checkpoint(ctx: RunContext) -> None:
         "scheduler": ctx.scheduler.state_dict(),
         "policy": json.dumps(ctx.policy.state_dict()),
         "loop": json.dumps(ctx.state.to_dict()),
-        "rng": _rng_state(),
+        "rng": checkpoint.rng_state(),
         "skips": json.dumps(ctx.skips.state_dict()),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(blob, tmp)
-    tmp.replace(path)
-
-
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    out: dict[str, Any] = {"torch": torch.get_rng_state(), "python": json.dumps(random.getstate()),
-                           "numpy": json.dumps([np_state[1].tolist(), *np_state[2:]])}
-    if torch.cuda.is_available():
-        out["cuda"] = torch.cuda.get_rng_state_all()
-    return out
-
-
-def _set_rng_state(rng: dict[str, Any]) -> None:
-    torch.set_rng_state(rng["torch"].cpu())
-    py = json.loads(rng["python"])
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    keys, pos, has_gauss, cached = json.loads(rng["numpy"])
-    np.random.set_state(("MT19937", np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([t.cpu() for t in rng["cuda"]])
+    checkpoint.save(ctx.rundir.checkpoint_dir, blob, fingerprint=ctx.fingerprint)
 
 
 def _run_toml(cfg: dict[str, Any]) -> str:

@@ -56,6 +56,12 @@ class RunDirError(DistillctlError):
     """The ``--out`` folder cannot be used (unwritable, in use, or holds a run this command would lose)."""
 
 
+class NothingToResume(RunDirError):
+    """``--resume`` on a folder without a checkpoint (a usage error: exit code 2)."""
+
+    exit_code = 2
+
+
 class RunDir:
     """The ``--out`` folder of one run; see the module docstring."""
 
@@ -133,9 +139,9 @@ class RunDir:
         out, kind = self.out, self.classify()
         if self.resume:
             if kind == "finished":
-                raise RunDirError(f"--out {out} holds a finished run: nothing to resume.")
+                raise NothingToResume(f"--out {out} holds a finished run: nothing to resume.")
             if kind != "unfinished":
-                raise RunDirError(f"nothing to resume in {out}: no checkpoint in {self.checkpoint_dir} "
+                raise NothingToResume(f"nothing to resume in {out}: no checkpoint in {self.checkpoint_dir} "
                                   "(the run stopped before its first checkpoint; start it again without --resume).")
             return
         if self.overwrite:
@@ -269,8 +275,9 @@ class RunDir:
         shutil.rmtree(self.out / PREVIOUS, ignore_errors=True)
 
     def _on_failure(self) -> None:
-        if self.exported:
-            return  # nothing of value is removed after export
+        if self.exported:  # nothing of value is removed after export; the run it replaced has been replaced
+            shutil.rmtree(self.out / PREVIOUS, ignore_errors=True)
+            return
         keep_ckpt = checkpoint.exists(self.checkpoint_dir)
         keep = {LOCK_NAME, PREVIOUS, INCOMING}
         if keep_ckpt:
@@ -342,4 +349,4 @@ def _remove(p: Path) -> None:
             p.unlink()
 
 
-__all__ = ["FINISHED_MARKERS", "RunDir", "RunDirError"]
+__all__ = ["FINISHED_MARKERS", "NothingToResume", "RunDir", "RunDirError"]

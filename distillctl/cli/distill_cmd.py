@@ -87,7 +87,9 @@ def register(app: typer.Typer) -> None:
             if out is None or given or preset or steps or set_ or overwrite:
                 raise UsageError("--resume takes only --out (and --quiet): the run continues with the config in OUT/run.toml.")
             from distillctl.config import load_toml, validate
+            from distillctl.rundir import RunDir
 
+            RunDir(out, resume=True).preflight()  # no checkpoint, a finished run, in use: one line, first
             if not (out / "run.toml").is_file():
                 raise UsageError(f"nothing to resume in {out}: no run.toml.")
             cfg = validate(load_toml(out / "run.toml"), source=str(out / "run.toml"))
@@ -117,8 +119,9 @@ def run_with_display(cfg: dict[str, Any], out_dir: Path, *, overwrite: bool, qui
     )
 
     from distillctl.config import preflight_teacher
-    from distillctl.errors import DistillctlError
+    from distillctl.rundir import RunDir
 
+    RunDir(out_dir, overwrite=overwrite, resume=resume).preflight()  # an unusable --out fails first, in one line
     preflight_teacher(cfg)  # before torch is imported: unavailable weights fail in a second
     from distillctl import engine
 
@@ -139,6 +142,9 @@ def run_with_display(cfg: dict[str, Any], out_dir: Path, *, overwrite: bool, qui
 
     def on_event(kind: str, payload: dict[str, Any]) -> None:
         nonlocal task
+        if kind == "warning":  # e.g. a damaged checkpoint replaced by the previous one: shown even with --quiet
+            con.print(f"warning: {payload['message']}", style="yellow", markup=False, highlight=False)
+            return
         if quiet:
             return
         if kind == "status":
@@ -157,8 +163,12 @@ def run_with_display(cfg: dict[str, Any], out_dir: Path, *, overwrite: bool, qui
         report = engine.run(cfg, out_dir, overwrite=overwrite, on_event=on_event, resume=resume)
     except BaseException as exc:
         progress.stop()
-        if (out_dir / "checkpoints" / "last.pt").is_file() and not (out_dir / "student.safetensors").is_file():
-            if not isinstance(exc, DistillctlError) or "holds" not in str(exc):
+        from distillctl import checkpoint
+        from distillctl.rundir import RunDirError
+
+        refused = isinstance(exc, (RunDirError, checkpoint.CheckpointError))  # resuming again would not help
+        if checkpoint.exists(out_dir / "checkpoints") and not (out_dir / "student.safetensors").is_file():
+            if not refused:
                 con.print(f"[yellow]checkpoint kept: continue with `distillctl distill --resume --out {out_dir}`[/yellow]",
                           highlight=False)
         raise
