@@ -91,12 +91,17 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "temperature": Field(float, 2.0, help="KD temperature", gt=0),
         "normalize_layers": Field(bool, True, help="divide each layer's MSE by the teacher state's mean square"),
         "reward_loss": Field(str, "total", choices=("total", "layerwise", "task"), help="probe loss used for rewards"),
+        "arm_reduce": Field(str, "sum", choices=("sum", "mean"),
+                            help="layerwise terms of a multi-module arm (and of the probe): sum or mean over its modules"),
+        "warmup_rewards": Field(bool, False, help="feed the policy rewards of episodes that start inside the LR "
+                                "warm-up (false: those episodes are a burn-in, arms cycled in a seeded order)"),
     },
     "eval": {
         "evaluators": Field(list, None, help="evaluators run at the end of distill; unset = the family's default"),
         "split": Field(str, "test"),
         "samples": Field(int, 1000, ge=1),
         "teacher": Field(bool, True, help="also evaluate the teacher, side by side"),
+        "options": Field(dict, None, help="per-evaluator options, e.g. {captioning = {beams = 3}, zeroshot = {templates = 'simple'}}"),
     },
     "export": {
         "dtype": Field(str, "fp32", choices=("fp32", "bf16", "fp16")),
@@ -242,10 +247,38 @@ def validate(cfg: dict[str, Any], *, source: str | None = None, check_components
             wrong = entry.check_option(k, table[k])  # against the factory's annotation; unknown types pass
             if wrong is not None:
                 problems.append(f"{section}.{k}: {wrong}")
+    if registries is not None:
+        problems.extend(check_evaluators(out["eval"], registries["evaluator"]))
     problems.extend(check_ranges(out))
     if problems:
         raise ConfigError(problems, source=source)
     return out
+
+
+def check_evaluators(ev: dict[str, Any], evaluators: Any) -> list[str]:
+    """``eval.evaluators`` names and ``eval.options`` tables against the evaluator registry."""
+    problems: list[str] = []
+    names = ev.get("evaluators")
+    for i, name in enumerate(names if isinstance(names, list) else []):
+        try:
+            evaluators.get(str(name))
+        except (UnknownComponentError, DuplicateComponentError) as exc:
+            problems.append(f"eval.evaluators[{i}]: {exc}")
+    for name, opts in (ev.get("options") or {}).items():
+        try:
+            entry = evaluators.get(str(name))
+        except (UnknownComponentError, DuplicateComponentError) as exc:
+            problems.append(f"eval.options.{name}: {exc}")
+            continue
+        if not isinstance(opts, dict):
+            problems.append(f"eval.options.{name}: expected a table of options, got {type(opts).__name__}")
+            continue
+        valid = entry.options()
+        for k in opts:
+            if valid is not None and k not in valid:
+                problems.append(f"eval.options.{name}.{k}: unknown option for evaluator {entry.name!r} "
+                                f"(valid: {', '.join(sorted(valid)) or 'none'})")
+    return problems
 
 
 def check_ranges(cfg: dict[str, Any]) -> list[str]:

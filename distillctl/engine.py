@@ -230,7 +230,9 @@ class Objective:
                 for s, t in self.pairs[m]
             ]
             per_module[m] = torch.stack(terms).mean()
-        layerwise = torch.stack(list(per_module.values())).sum() if per_module else task.new_zeros(())
+        stacked = torch.stack(list(per_module.values())) if per_module else task.new_zeros((1,))
+        # an arm of several modules: sum (standard layerwise KD) or mean (every arm weighs like one module)
+        layerwise = stacked.mean() if c["arm_reduce"] == "mean" else stacked.sum()
         total = c["w_task"] * task + c["w_kd"] * kd + c["w_lw"] * layerwise
         return {"total": total, "task": task, "kd": kd, "layerwise": layerwise,
                 **{f"lw/{m}": v for m, v in per_module.items()},
@@ -434,7 +436,8 @@ def train_step(ctx: RunContext, batch: Any, arm: tuple[str, ...], s_paths: list[
 def run_episode(ctx: RunContext, batches: Iterator[Any], episode: int) -> tuple[tuple[str, ...], dict[str, Any]]:
     """5a. Select an arm, train T steps on it, probe once, reward the policy; returns (arm, episode record)."""
     state, train = ctx.state, ctx.train
-    arm_idx = ctx.policy.select(episode)
+    burn_in = burn_in_arm(ctx, episode)
+    arm_idx = ctx.policy.select(episode) if burn_in is None else burn_in
     arm = ctx.arms[arm_idx]
     s_paths, t_paths = ctx.objective.student_paths(arm), ctx.objective.teacher_paths(arm)  # only this arm's layers
     ep_sums: dict[str, torch.Tensor] = {}
@@ -457,10 +460,28 @@ def run_episode(ctx: RunContext, batches: Iterator[Any], episode: int) -> tuple[
         raise TrainingError(f"non-finite probe loss in episode {episode + 1}; lower --lr or use --precision fp32.")
     reward = (state.prev_probe - p) / state.prev_probe if state.prev_probe else 0.0
     state.prev_probe = p
-    ctx.policy.update(arm_idx, reward)
+    if burn_in is None:  # burn-in rewards are recorded, never fed to the policy
+        ctx.policy.update(arm_idx, reward)
     return arm, {"episode": episode + 1, "arm": arm_name(arm), "reward": reward, "probe_loss": p, "probe": probe,
-            "train": ep_terms, "lr": ctx.scheduler.get_last_lr()[0], "step": state.step,
-            "posterior": ctx.policy.posterior()}
+                 "train": ep_terms, "lr": ctx.scheduler.get_last_lr()[0], "step": state.step,
+                 "posterior": ctx.policy.posterior(), "burn_in": burn_in is not None}
+
+
+def burn_in_arm(ctx: RunContext, episode: int) -> int | None:
+    """The arm of a burn-in episode, or None when the policy decides.
+
+    An episode that starts while the learning rate is still warming up is a burn-in (unless
+    ``loss.warmup_rewards``): its probe-loss drop mostly measures the warm-up and the student's
+    recovery from initialisation, not the arm, so its reward would confound the bandit. Burn-in
+    episodes cycle through the arms in an order drawn from the seed (the same for every policy, so
+    policies compare fairly); their rewards are recorded but never fed to the policy.
+    """
+    train = ctx.train
+    if ctx.cfg["loss"]["warmup_rewards"] or episode * train["episode_steps"] >= train["warmup_steps"]:
+        return None
+    order = list(range(len(ctx.arms)))
+    random.Random(f"distillctl-burn-in:{train['seed']}").shuffle(order)
+    return order[episode % len(order)]
 
 
 def run_episodes(ctx: RunContext) -> None:
@@ -612,20 +633,28 @@ def evaluate_models(ctx: RunContext) -> dict[str, dict[str, float]]:
     except DistillctlError as exc:
         ctx.emit("status", {"message": f"eval skipped: {exc}"})
         return {}
-    student = replace(teacher, name="student", model=ctx.student_model)
+    student = replace(teacher, name="student", model=ctx.student_model,
+                      extra={**teacher.extra, "layer_map": ctx.student.layer_map})  # fidelity pairs the run's layers
     return evaluate_bundles(names, ctx.family, ds, student, teacher if ev["teacher"] else None,
-                            device=str(ctx.device), samples=ev["samples"], emit=ctx.emit)
+                            device=str(ctx.device), samples=ev["samples"], emit=ctx.emit, options=ev.get("options"))
 
 
 def evaluate_bundles(names: list[str], family: Any, dataset: Any, student: Teacher, teacher: Teacher | None, *,
-                     device: str, samples: int, emit: Emit | None = None) -> dict[str, dict[str, float]]:
-    """``{"student": {...}, "teacher": {...}}`` (``teacher`` only when given); shared by ``distill`` and ``eval``."""
+                     device: str, samples: int, emit: Emit | None = None, options: dict[str, Any] | None = None,
+                     notes: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """``{"student": {...}, "teacher": {...}}`` (``teacher`` only when given); shared by ``distill`` and ``eval``.
+
+    ``options`` is ``{evaluator: {option: value}}`` (``eval.options``); the evaluators' one-line remarks
+    (tokenisation used, decoding, ...) are appended to ``notes`` when given."""
     out: dict[str, dict[str, float]] = {"student": {}, **({"teacher": {}} if teacher is not None else {})}
     for name in names:
-        evaluator = registry("evaluator").create(name)
+        entry = registry("evaluator").get(name)
+        opts = (options or {}).get(entry.name) or (options or {}).get(name) or {}
+        evaluator = registry("evaluator").create(name, **dict(opts))
         if emit is not None:
             emit("status", {"message": f"evaluating ({name}) on {dataset.describe()}"})
-        ctx = EvalContext(family=family, dataset=dataset, device=device, samples=samples, teacher=teacher)
+        ctx = EvalContext(family=family, dataset=dataset, device=device, samples=samples, teacher=teacher,
+                          notes=notes if notes is not None else [])
         out["student"].update(evaluator.evaluate(student, ctx))
         if teacher is not None:
             out["teacher"].update(evaluator.evaluate(teacher, ctx))

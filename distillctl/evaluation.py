@@ -202,3 +202,326 @@ def full_eval(
     if captions:
         out.update(caption_metrics(model, images[:captions], caps[:captions], tokenizer, device=device, family=family))
     return out
+
+
+# =========================================================================== ecosystem protocols
+# Whole-set retrieval as LAION's clip_benchmark computes it, zero-shot classification through
+# open_clip's own helpers, greedy / beam decoding, COCO caption metrics (pycocoevalcap), fidelity
+# of a student to its teacher, and efficiency. Skipped items are counted by :class:`EvalData`.
+
+RETRIEVAL_KS = (1, 5, 10)
+MIN_SAMPLES = {"retrieval": 100, "zeroshot": 100, "captioning": 20}  # fewer: the metric is flagged
+
+
+class EvalData:
+    """A dataset seen by the evaluators: unusable items (``SkipItem``) are counted once each, by index,
+    and loaded samples are cached (up to ``cache`` items) so that student and teacher read them once."""
+
+    def __init__(self, dataset: Any, cache: int = 2048) -> None:
+        self.dataset = dataset
+        self.name = getattr(dataset, "name", "data")
+        self.skipped: dict[int, str] = {}
+        self._cache: dict[int, Any] = {}
+        self._cache_size = cache
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        from distillctl.data import SkipItem
+
+        if index in self._cache:
+            return self._cache[index]
+        if index in self.skipped:
+            raise SkipItem(self.skipped[index])
+        try:
+            sample = self.dataset[index]
+        except SkipItem as exc:
+            self.skipped[index] = exc.reason
+            raise
+        if len(self._cache) < self._cache_size:
+            self._cache[index] = sample
+        return sample
+
+    def describe(self) -> str:
+        return self.dataset.describe()
+
+    def __getattr__(self, name: str) -> Any:  # image_id(), objects(), ... of the wrapped source
+        return getattr(self.__dict__["dataset"], name)
+
+    def skip_summary(self) -> str | None:
+        """``skipped N images (first: reason)`` or None."""
+        if not self.skipped:
+            return None
+        first = self.skipped[min(self.skipped)]
+        return f"skipped {len(self.skipped)} image{'s' if len(self.skipped) != 1 else ''} (first: {first})"
+
+
+def usable_samples(dataset: Any, n: int) -> list[tuple[int, Any]]:
+    """``(index, Sample)`` of the usable items among the first ``n`` of ``dataset`` (skips counted by
+    :class:`EvalData`); none usable is a one-line DataError."""
+    from distillctl.data import SkipItem
+    from distillctl.errors import DataError
+
+    n = min(n, len(dataset))
+    out = []
+    for i in range(n):
+        try:
+            out.append((i, dataset[i]))
+        except SkipItem:
+            continue
+    if not out:
+        raise DataError(f"{dataset.describe()}: no usable item among the {n} selected.")
+    return out
+
+
+def all_captions(sample: Any) -> list[str]:
+    return list(sample.captions) or [sample.caption]
+
+
+@torch.no_grad()
+def embed_images(model: torch.nn.Module, images: torch.Tensor, family: Any, *, batch_size: int = 250,
+                 device: str | torch.device = "cpu") -> torch.Tensor:
+    """L2-normalised image embeddings ``[N, E]`` (fp32, on the CPU) through ``family.encode_image``."""
+    dev = torch.device(device)
+    out = [F.normalize(family.encode_image(model, images[i : i + batch_size].to(dev)).float(), dim=-1).cpu()
+           for i in range(0, len(images), batch_size)]
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def embed_texts(model: torch.nn.Module, tokens: torch.Tensor, family: Any, *, batch_size: int = 250,
+                device: str | torch.device = "cpu") -> torch.Tensor:
+    """L2-normalised text embeddings ``[N, E]`` (fp32, on the CPU) through ``family.encode_text``."""
+    dev = torch.device(device)
+    out = [F.normalize(family.encode_text(model, tokens[i : i + batch_size].to(dev)).float(), dim=-1).cpu()
+           for i in range(0, len(tokens), batch_size)]
+    return torch.cat(out)
+
+
+def recall_at_k(scores: torch.Tensor, positive_pairs: torch.Tensor, k: int, batch_size: int = 1024) -> torch.Tensor:
+    """Per query (row of ``scores`` ``[Q, N]``): 1.0 when a positive is among its top ``k``, else 0.0.
+
+    The recall@k of CLIP papers and of ``clip_benchmark`` (``recall_at_k(...) > 0``): the same
+    ``torch.topk`` over the same score rows, so ties break the same way.
+    """
+    k = min(k, scores.shape[1])
+    hits = []
+    for s in range(0, scores.shape[0], batch_size):
+        top = torch.topk(scores[s : s + batch_size], k, dim=1)[1]  # [q, k]
+        hits.append(positive_pairs[s : s + batch_size].gather(1, top).any(dim=1).float())
+    return torch.cat(hits)
+
+
+def retrieval_recall(image_features: torch.Tensor, text_features: torch.Tensor, text_image_index: Sequence[int],
+                     ks: Sequence[int] = RETRIEVAL_KS) -> dict[str, float]:
+    """Whole-set retrieval with several captions per image (COCO 5k / Flickr30k 1k protocol).
+
+    ``text_image_index[j]`` is the image of caption ``j``. Names as ``clip_benchmark``'s:
+    ``image_retrieval_recall@k`` is text->image (each caption finds its image among all images),
+    ``text_retrieval_recall@k`` is image->text (an image's top k captions hold one of its own).
+    """
+    scores = text_features @ image_features.T  # [T, I]
+    positive = torch.zeros_like(scores, dtype=torch.bool)
+    positive[torch.arange(len(scores)), torch.as_tensor(list(text_image_index), dtype=torch.long)] = True
+    out = {}
+    for k in ks:
+        out[f"image_retrieval_recall@{k}"] = recall_at_k(scores, positive, k).mean().item()
+        out[f"text_retrieval_recall@{k}"] = recall_at_k(scores.T, positive.T, k).mean().item()
+    return out
+
+
+class _EncodeTextAdapter:
+    """What open_clip's ``build_zero_shot_classifier`` calls (``model.encode_text(t, normalize=True)``),
+    routed through the family."""
+
+    def __init__(self, model: torch.nn.Module, family: Any) -> None:
+        self.model, self.family = model, family
+
+    def encode_text(self, text: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        f = self.family.encode_text(self.model, text).float()
+        return F.normalize(f, dim=-1) if normalize else f
+
+
+def zero_shot_weights(model: torch.nn.Module, tokenizer: Any, classnames: Sequence[str], templates: Sequence[Any],
+                      family: Any, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Class embeddings ``[E, C]`` from open_clip's own ``build_zero_shot_classifier``."""
+    from open_clip.zero_shot_classifier import build_zero_shot_classifier
+
+    return build_zero_shot_classifier(_EncodeTextAdapter(model, family), tokenizer, list(classnames), list(templates),
+                                      num_classes_per_batch=10, device=device).float().cpu()
+
+
+def zero_shot_scores(logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """top-1 / top-5 accuracy and mean per-class recall (``clip_benchmark``'s ``acc1``, ``acc5``,
+    ``mean_per_class_recall``: the recall of each class present in ``target``, averaged)."""
+    k = min(5, logits.shape[1])
+    pred = logits.topk(k, 1, True, True)[1].t()  # [k, N]
+    correct = pred.eq(target.view(1, -1).expand_as(pred))
+    n = len(target)
+    top1 = pred[0]
+    recalls = [float((top1[target == c] == c).float().mean()) for c in target.unique().tolist()]
+    return {"zeroshot_top1": float(correct[:1].reshape(-1).float().sum()) / n,
+            "zeroshot_top5": float(correct[:k].reshape(-1).float().sum()) / n,
+            "zeroshot_mean_per_class_recall": sum(recalls) / len(recalls)}
+
+
+# --------------------------------------------------------------------------- decoding
+def _repeat_state(family: Any, state: Any, n: int) -> Any:
+    """The decoding state of each image repeated ``n`` times (beam search): the family's
+    ``caption_repeat(state, n)`` when it has one, else every tensor in the state repeated along dim 0."""
+    if hasattr(family, "caption_repeat"):
+        return family.caption_repeat(state, n)
+
+    def rep(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            return x.repeat_interleave(n, dim=0)
+        if isinstance(x, (tuple, list)):
+            return type(x)(rep(v) for v in x)
+        if isinstance(x, dict):
+            return {k: rep(v) for k, v in x.items()}
+        return x
+
+    return rep(state)
+
+
+@torch.no_grad()
+def beam_captions(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    *,
+    sot: int,
+    eot: int,
+    max_len: int,
+    beams: int = 3,
+    min_len: int = 2,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    family: Any = None,
+) -> list[list[int]]:
+    """Beam search through ``caption_start`` / ``caption_step``; token ids after <sot> up to <eot>.
+
+    A hypothesis is scored by its summed log-probability divided by its length (tokens after <sot>,
+    <eot> included), as open_clip's ``generate`` does with ``length_penalty=1``. An image is done once
+    ``beams`` hypotheses have ended; at ``max_len`` the open beams are ended. With ``beams=1`` this
+    is greedy decoding.
+    """
+    family = family or _coca_family()
+    if beams < 1:
+        raise ValueError("beams must be at least 1")
+    was_training = model.training
+    model.eval()
+    dev = torch.device(device)
+    results: list[list[int]] = []
+    K = beams
+    for i in range(0, len(images), batch_size):
+        im = images[i : i + batch_size].to(dev)
+        B = im.shape[0]
+        state = _repeat_state(family, family.caption_start(model, im), K)  # B*K rows, beams of an image adjacent
+        prefix = torch.full((B * K, 1), sot, dtype=torch.long, device=dev)
+        scores = torch.full((B, K), -float("inf"), device=dev)
+        scores[:, 0] = 0.0  # the K beams start identical: only one may expand
+        finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]
+        done = [False] * B
+        for _ in range(max_len - 1):
+            logp = torch.log_softmax(family.caption_step(model, state, prefix).float(), dim=-1)  # [B*K, V]
+            V = logp.shape[-1]
+            if prefix.shape[1] < min_len:
+                logp[:, eot] = -float("inf")
+            cand = (scores.reshape(B * K, 1) + logp).reshape(B, K * V)
+            top_s, top_i = cand.topk(min(2 * K, K * V), dim=1)
+            new_rows, new_tokens, new_scores = [], [], []
+            for b in range(B):
+                keep: list[tuple[int, int, float]] = []
+                if not done[b]:
+                    for s, idx in zip(top_s[b].tolist(), top_i[b].tolist(), strict=True):
+                        beam, tok = divmod(idx, V)
+                        if s == -float("inf"):
+                            break
+                        if tok == eot:
+                            seq = prefix[b * K + beam, 1:].tolist()
+                            finished[b].append((s / (len(seq) + 1), seq))
+                            if len(finished[b]) >= K:
+                                break
+                        else:
+                            keep.append((beam, tok, s))
+                            if len(keep) == K:
+                                break
+                    if len(finished[b]) >= K or not keep:
+                        done[b] = True
+                while len(keep) < K:  # pad with dead beams
+                    keep.append((0, 0, -float("inf")))
+                for beam, tok, s in keep:
+                    new_rows.append(b * K + beam)
+                    new_tokens.append(tok)
+                    new_scores.append(s)
+            if all(done):
+                break
+            rows = torch.tensor(new_rows, device=dev)
+            prefix = torch.cat([prefix[rows], torch.tensor(new_tokens, device=dev)[:, None]], 1)
+            scores = torch.tensor(new_scores, device=dev).reshape(B, K)
+        for b in range(B):
+            if not done[b]:  # max_len reached: the open beams end here
+                for k in range(K):
+                    s = float(scores[b, k])
+                    if s > -float("inf"):
+                        seq = prefix[b * K + k, 1:].tolist()
+                        finished[b].append((s / len(seq), seq))
+            best = max(finished[b], key=lambda h: h[0])[1] if finished[b] else []
+            results.append([t for t in best if t not in (0, eot)])
+    model.train(was_training)
+    return results
+
+
+# --------------------------------------------------------------------------- caption metrics
+# PTBTokenizer (pycocoevalcap) drops these tokens after Stanford PTB tokenisation
+PTB_PUNCTUATIONS = ("''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--",
+                    "...", ";")
+PYTHON_TOKENISATION = "python (lower-case; punctuation split off and dropped as PTBTokenizer does; no Java)"
+
+
+def python_tokenize(text: str) -> str:
+    """The documented fallback when Java (for PTBTokenizer) is absent: lower-case, split words and
+    punctuation (keeping the clitics ``'s``, ``n't``... attached to a token of their own, like PTB), drop
+    the tokens PTBTokenizer drops (:data:`PTB_PUNCTUATIONS`), brackets and quotes."""
+    import re
+
+    t = text.lower().replace("\n", " ")
+    t = re.sub(r"(\w)(n't)\b", r"\1 \2", t)
+    t = re.sub(r"(\w)('s|'re|'ve|'ll|'d|'m)\b", r"\1 \2", t)
+    tokens = re.findall(r"n't|'\w+|\w+(?:[.,]\w+)*|\.\.\.|--|[^\w\s]", t)
+    drop = set(PTB_PUNCTUATIONS) | {"(", ")", "{", "}", "[", "]", '"'}
+    return " ".join(tok for tok in tokens if tok not in drop)
+
+
+def tokenize_captions(captions: dict[Any, list[str]], tokenization: str = "auto") -> tuple[dict[Any, list[str]], str]:
+    """``{id: [caption]}`` tokenised for the COCO scorers: pycocoevalcap's ``PTBTokenizer`` (Java) when
+    ``tokenization`` is ``ptb``, or ``auto`` and Java is on PATH; else :func:`python_tokenize`."""
+    import shutil
+
+    use_ptb = tokenization == "ptb" or (tokenization == "auto" and shutil.which("java") is not None)
+    if use_ptb:
+        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+        return PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()}), "ptb (Java)"
+    return {k: [python_tokenize(c) for c in v] for k, v in captions.items()}, PYTHON_TOKENISATION
+
+
+def coco_caption_scores(references: dict[Any, list[str]], hypotheses: dict[Any, str],
+                        tokenization: str = "auto") -> tuple[dict[str, float], str]:
+    """BLEU-1..4, ROUGE-L and CIDEr-D from pycocoevalcap's scorers (``Cider`` is CIDEr-D); returns
+    ``(metrics, tokenisation used)``. Raises ImportError when pycocoevalcap is missing."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    both = {**{("r", k): v for k, v in references.items()}, **{("h", k): [v] for k, v in hypotheses.items()}}
+    tok, how = tokenize_captions(both, tokenization)
+    gts = {k: tok[("r", k)] for k in references}
+    res = {k: tok[("h", k)] for k in hypotheses}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    rouge, _ = Rouge().compute_score(gts, res)
+    cider, _ = Cider().compute_score(gts, res)
+    out = {f"bleu_{i + 1}": float(b) for i, b in enumerate(bleu)}
+    out.update({"rouge_l": float(rouge), "cider_d": float(cider)})
+    return out, how
