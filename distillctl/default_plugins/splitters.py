@@ -14,6 +14,14 @@ def coca() -> Any:
     return CocaSplitter()
 
 
+def clip() -> Any:
+    """open_clip CLIP: vision (open_clip ViT or timm ViT blocks) / text modules."""
+    from distillctl.clip.splitter import ClipSplitter
+
+    return ClipSplitter()
+
+
 @hookimpl
 def register_splitters(register: Register) -> None:
     register("coca", coca)
+    register("clip", clip)

@@ -1,8 +1,9 @@
 """Built-in teachers (registered through the same hook as any third-party plugin).
 
 ``coca-large`` / ``coca-base`` are open_clip ``coca_ViT-L-14`` / ``coca_ViT-B-32`` (default weights: the
-``laion2b_s13b_b90k`` tag); ``open-clip:NAME|CONFIG.json|DIR`` is any open_clip CoCa config;
-``quickstart`` is the bundled tiny CoCa. ``device="meta"`` builds the architecture without weights.
+``laion2b_s13b_b90k`` tag); ``open-clip:NAME|CONFIG.json|DIR`` is any open_clip CLIP or CoCa config (the
+family comes from the config: ``multimodal_cfg`` -> ``coca``, else ``clip``); ``quickstart`` is the bundled
+tiny CoCa; ``clip-tiny`` a random-init tiny CLIP. ``device="meta"`` builds the architecture without weights.
 torch and open_clip are imported inside the factories only.
 """
 
@@ -42,10 +43,17 @@ coca_base.preflight = _preflight_for("coca-base")  # type: ignore[attr-defined]
 
 
 def open_clip_teacher(variant: str, weights: str | None = None, device: str = "cpu") -> Any:
-    """Any open_clip CoCa: open-clip:<model name>, open-clip:/path/config.json or open-clip:/path/local-dir."""
-    from distillctl.coca.models import load_coca_teacher
+    """Any open_clip CLIP or CoCa: open-clip:<model name>, open-clip:/path/config.json or open-clip:/path/local-dir."""
+    from distillctl.clip.models import load_open_clip_teacher
 
-    return load_coca_teacher("open-clip", variant=variant, weights=weights, device=device)
+    return load_open_clip_teacher(variant, weights=weights, device=device)
+
+
+def clip_tiny(weights: str | None = None, device: str = "cpu") -> Any:
+    """Tiny random-init open_clip CLIP (3.9M params, 64 px, fixed seed): offline smoke runs in seconds."""
+    from distillctl.clip.models import load_tiny_teacher
+
+    return load_tiny_teacher(weights=weights, device=device)
 
 
 def quickstart(weights: str | None = None, device: str = "cpu") -> Any:
@@ -61,3 +69,4 @@ def register_teachers(register: Register) -> None:
     register("coca-base", coca_base)
     register("open-clip:", open_clip_teacher)
     register("quickstart", quickstart)
+    register("clip-tiny", clip_tiny)
