@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from distillctl.errors import DistillctlError
 from distillctl.interfaces import Module, Stack, Student, Teacher
 from distillctl.quickstart import ImageTransform, WordTokenizer
-
 from distillctl_toy_family.model import DEFAULT_CONFIG, build
 
 TEACHER_SEED = 0

@@ -17,8 +17,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, when it is not installed
 
 import distillctl_toy_family  # noqa: E402
-from distillctl import plugins, testing  # noqa: E402
 from distillctl_toy_family.family import ToyFamily, ToySplitter, toy_half, toy_teacher  # noqa: E402
+
+from distillctl import plugins, testing  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
