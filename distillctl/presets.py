@@ -19,6 +19,15 @@ Header format. A preset file starts with comment lines::
 The first comment line is the summary shown by ``distillctl presets list``; the first comment line
 that starts with ``run:`` is the launch command. Presets are data: they name registered components,
 never import paths.
+
+Plugin presets. An installed distribution can ship presets too: an entry point in the group
+``distillctl.presets`` names a package whose folder holds ``*.toml`` files::
+
+    [project.entry-points."distillctl.presets"]
+    timm = "distillctl_timm.presets"
+
+They are found by name after the bundled ones (a bundled name wins), listed by ``distillctl presets
+list``, and blocked with the plugin (``DISTILLCTL_DISABLE_PLUGINS`` = entry-point or distribution name).
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from distillctl.errors import DistillctlError
 from distillctl.registry import did_you_mean
 
 SUFFIX = ".toml"
+PRESETS_GROUP = "distillctl.presets"
 
 
 class UnknownPresetError(DistillctlError):
@@ -43,6 +53,7 @@ class PresetInfo:
     path: Path
     summary: str  # first header comment line
     command: str  # the "# run: ..." line, without "run:"
+    provider: str = "distillctl"  # the distribution that ships it
 
 
 def presets_dir() -> Path | None:
@@ -78,15 +89,43 @@ def preset_header(path: Path) -> tuple[str, str]:
     return summary, command
 
 
-def list_presets() -> list[PresetInfo]:
-    """Every bundled preset, sorted by name."""
-    root = presets_dir()
-    if root is None:
-        return []
+def plugin_preset_dirs() -> list[tuple[Path, str]]:
+    """``(folder, "distribution version")`` of every installed ``distillctl.presets`` entry point that is not
+    blocked; an entry point whose package cannot be found is skipped (``distillctl plugins`` reports broken plugins)."""
+    import importlib.metadata as md
+    from importlib.util import find_spec
+
+    from distillctl.plugins import disabled_plugins
+
+    blocked = disabled_plugins()
     out = []
-    for path in sorted(root.glob(f"*{SUFFIX}")):
-        summary, command = preset_header(path)
-        out.append(PresetInfo(path.stem, path, summary, command))
+    for ep in md.entry_points(group=PRESETS_GROUP):
+        dist = ep.dist.name if ep.dist is not None else "?"
+        if ep.name in blocked or dist in blocked:
+            continue
+        try:  # the package's folder, without importing the package (no torch at listing time)
+            spec = find_spec(ep.value.split(":")[0].strip())
+        except (ImportError, ValueError):
+            continue
+        locations = list(spec.submodule_search_locations or []) if spec is not None else []
+        if locations and Path(locations[0]).is_dir():
+            out.append((Path(locations[0]), f"{dist} {ep.dist.version if ep.dist is not None else '?'}"))
+    return out
+
+
+def list_presets(*, include_plugins: bool = False) -> list[PresetInfo]:
+    """Every bundled preset, sorted by name; with ``include_plugins``, then the installed plugins' presets
+    whose names no bundled preset (or earlier plugin) has."""
+    root = presets_dir()
+    dirs = ([(root, "distillctl")] if root is not None else []) + (plugin_preset_dirs() if include_plugins else [])
+    out, seen = [], set()
+    for folder, provider in dirs:
+        for path in sorted(folder.glob(f"*{SUFFIX}")):
+            if path.stem in seen:
+                continue
+            seen.add(path.stem)
+            summary, command = preset_header(path)
+            out.append(PresetInfo(path.stem, path, summary, command, provider))
     return out
 
 
@@ -102,13 +141,13 @@ def find_preset(name_or_path: str | Path) -> Path:
         if path.is_file():
             return path
         stem_hint = ""
-        if path.stem in {p.name for p in list_presets()}:
+        if path.stem in {p.name for p in list_presets(include_plugins=True)}:
             stem_hint = f" (did you mean the bundled preset {path.stem!r}?)"
         raise UnknownPresetError(
             f"preset file {text} not found{stem_hint}.",
             hint="Give a path to an existing .toml file or a bundled name (see `distillctl presets list`).",
         )
-    presets = {p.name: p.path for p in list_presets()}
+    presets = {p.name: p.path for p in list_presets(include_plugins=True)}
     if text in presets:
         return presets[text]
     names = sorted(presets)
@@ -119,8 +158,8 @@ def find_preset(name_or_path: str | Path) -> Path:
 
 def preset_display_name(given: str | Path, path: Path) -> str:
     """How messages name a preset: the bundled name, or the path as the user typed it."""
-    root = presets_dir()
-    if root is not None and path.parent.resolve() == root.resolve() and str(given) == path.stem:
+    roots = [presets_dir(), *(d for d, _ in plugin_preset_dirs())]
+    if str(given) == path.stem and any(r is not None and path.parent.resolve() == r.resolve() for r in roots):
         return path.stem
     return str(given)
 

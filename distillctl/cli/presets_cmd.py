@@ -21,12 +21,13 @@ def register(app: typer.Typer) -> None:
 def list_(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON document for scripts.")] = False,
 ) -> None:
-    """List the bundled presets with their one-line summary and launch command."""
+    """List the bundled presets (and installed plugins' presets) with their one-line summary and launch command."""
     from distillctl.presets import list_presets
 
-    infos = list_presets()
+    infos = list_presets(include_plugins=True)
     if as_json:
-        echo_json({"presets": [{"name": i.name, "path": str(i.path), "summary": i.summary, "command": i.command} for i in infos]})
+        echo_json({"presets": [{"name": i.name, "path": str(i.path), "summary": i.summary, "command": i.command,
+                                "provider": i.provider} for i in infos]})
         return
     from rich.table import Table
     from rich.text import Text
@@ -36,7 +37,8 @@ def list_(
     table.add_column("summary")
     table.add_column("launch command", style="green")
     for info in infos:
-        table.add_row(Text(info.name), Text(info.summary), Text(info.command))
+        note = "" if info.provider == "distillctl" else f" ({info.provider})"
+        table.add_row(Text(info.name), Text(info.summary + note), Text(info.command))
     out = console()
     if infos:
         out.print(table)

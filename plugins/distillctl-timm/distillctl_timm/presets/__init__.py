@@ -1,0 +1,1 @@
+"""Presets of distillctl-timm (TOML files), found through the ``distillctl.presets`` entry-point group."""
