@@ -221,6 +221,7 @@ def test_check_triple_catches_a_student_that_is_not_smaller(bundles: dict[str, A
 
 
 # ----------------------------------------------------------------------------- the engine
+@pytest.mark.slow  # the quickstart distills in many other tests; the toy family's run covers the kit's engine path
 def test_run_tiny_distill_on_the_quickstart(tmp_path: Path) -> None:
     t0 = time.perf_counter()
     report = testing.run_tiny_distill(tmp_path / "run", config={"student": {"ratio": 0.5}},

@@ -62,6 +62,7 @@ def test_teacher_is_the_same_everywhere() -> None:
     assert a.weights_hash == b.weights_hash and a.weights == "random"
 
 
+@pytest.mark.slow  # distillctl's suite: tests/test_toy_family_plugin.py drives the same engine through the CLI
 def test_two_episodes_of_the_real_engine(tmp_path: Path) -> None:
     report = testing.run_tiny_distill(tmp_path / "run", teacher="toy", student="toy-half",
                                       overrides=['eval.evaluators=["retrieval"]'])
