@@ -18,6 +18,13 @@ the factory's docstring. A name ending in ``:`` is a prefix entry (``open-clip:`
 ``open-clip:coca_ViT-B-32`` and the factory gets ``variant=...``). The factory's keyword
 parameters are the component's options: presets and ``--set`` values are checked against them.
 Built-in components register through exactly these hooks (``distillctl.default_plugins``).
+
+Every ``register_*`` hook is called once, when the plugin manager loads; a hook that raises marks its
+plugin broken (``distillctl plugins`` lists it) and the others keep working. A factory (or a method of
+what it returns) raises :class:`distillctl.DistillctlError` subclasses for bad input; anything else
+becomes one ``PluginError`` line naming the component, the plugin and its version
+(:func:`distillctl.registry.call_plugin`). The author's guide is ``plugins/README.md``; the
+conformance checks are :mod:`distillctl.testing`.
 """
 
 from __future__ import annotations
@@ -55,7 +62,11 @@ def register_students(register: Register) -> None:
     """Register student builders.
 
     Factory signature: ``factory(*, teacher: Teacher, splitter: Splitter, **options) -> Student``.
-    The factory builds a smaller model from the teacher and returns its layer map.
+    Called in ``distill`` after the teacher and splitter are built (and by ``inspect --student``, with a
+    ``meta``-device teacher). The factory builds a smaller, trainable model on the teacher's device and
+    returns :class:`distillctl.interfaces.Student`: the model, its ``model_config`` (what the family
+    exports and rebuilds) and its ``layer_map`` (``{module: {stack: [teacher layer per student layer]}}``;
+    what it leaves out uses the uniform map).
     """
 
 
@@ -63,8 +74,12 @@ def register_students(register: Register) -> None:
 def register_splitters(register: Register) -> None:
     """Register module splitters.
 
-    Factory signature: ``factory(**options) -> Splitter``. A splitter names the modules of a model
-    (e.g. ``vision``, ``text``, ``multimodal``), lists their layers and builds position masks.
+    Factory signature: ``factory(**options) -> Splitter`` (:class:`distillctl.interfaces.Splitter`).
+    A splitter names the modules of a model (e.g. ``vision``, ``text``, ``multimodal``) and lists their
+    layers; ``check_compatible(teacher, student)`` runs before training. The layer contract: every
+    layer path names a submodule whose output (or its first element) is ``[B, L, D]`` or
+    ``[B, D, H, W]``, and paired teacher/student layers have the same ``L``. Used when ``[splitter] name``
+    names it, or when a teacher names it (``Teacher.splitter``, ``auto``).
     """
 
 
@@ -74,6 +89,9 @@ def register_policies(register: Register) -> None:
 
     Factory signature: ``factory(*, arms: list[tuple[str, ...]], seed: int, **options) -> Policy``.
     Policies are pure Python (no torch) so ``simulate`` can run them against synthetic bandits.
+    ``select(episode) -> int`` picks an index into ``arms``; ``update(arm, reward)``; ``posterior()``
+    (one dict per arm); ``state_dict()`` is JSON-serialisable and ``load_state_dict`` of it continues
+    bit-exactly (``--resume``).
     """
 
 
@@ -82,7 +100,9 @@ def register_datasets(register: Register) -> None:
     """Register data sources.
 
     Factory signature: ``factory(*, split: str = "train", **options) -> Dataset``. A dataset is a
-    sized, indexable collection of :class:`distillctl.interfaces.Sample` (image + caption + label).
+    sized, indexable collection of :class:`distillctl.interfaces.Sample` (image + caption + label) with
+    ``describe()``; an unusable item raises :class:`distillctl.data.SkipItem` (skipped and counted).
+    ``distill`` asks for ``train`` and ``val`` (the probe set), evaluation for ``eval.split``.
     """
 
 
@@ -90,8 +110,11 @@ def register_datasets(register: Register) -> None:
 def register_evaluators(register: Register) -> None:
     """Register evaluators.
 
-    Factory signature: ``factory(**options) -> Evaluator``; ``evaluator.evaluate(model, ...)``
-    returns a flat ``dict[str, float]`` of metrics.
+    Factory signature: ``factory(**options) -> Evaluator`` (options from ``eval.options``).
+    ``evaluator.evaluate(bundle, ctx)`` (:class:`distillctl.interfaces.EvalContext`: the family, the
+    dataset, device, samples, the teacher) returns a flat ``dict[str, float]`` of metrics, once for the
+    student and once for the teacher; optional ``evaluate_pair(student, teacher, ctx)`` and
+    ``applies_to(family) -> bool``. Called at the end of ``distill`` and by ``eval``.
     """
 
 
@@ -103,7 +126,8 @@ def register_families(register: Register) -> None:
     A family owns everything model-specific: batch -> inputs, the forward, the task loss, the
     logit-level distillation terms, position masks, export and reload of a student, and the forwards
     evaluators use. A teacher names its family (``Teacher.family``); the ``[family]`` config section
-    picks another one or sets the family's options (e.g. ``caption_weight`` for ``coca``).
+    picks another one or sets the family's options (e.g. ``caption_weight`` for ``coca``). ``eval``
+    finds the family of an export from the ``family`` entry ``Family.export`` writes into its metadata.
     """
 
 
