@@ -29,7 +29,7 @@ def layer_subset(
 
 
 def config(teacher: Any, splitter: Any, config: str | dict | None = None) -> Any:
-    """Any open_clip CoCa config (JSON file, model name or table), random init; widths may differ."""
+    """Any open_clip CoCa or CLIP config (the teacher's family; JSON file, model name or table), random init; widths may differ."""
     from distillctl.coca.students import config_student
 
     return config_student(teacher, splitter, config=config)
