@@ -64,7 +64,7 @@ def test_distill_eval_compare_inspect_in_process(toy_module: Any, tmp_path: Path
     report = json.loads((out / "report.json").read_text())
     assert report["family"] == "toy"
     assert {e["arm"] for e in report["episodes"]} <= {"image", "text"}
-    assert "i2t_r1" in report["eval"]["student"] or any(k.startswith("i2t") for k in report["eval"]["student"])
+    assert report["eval"]["student"] and report["eval"]["teacher"]  # the family's default evaluator (retrieval) ran
 
     doc = json.loads(_invoke(["eval", str(out), "--samples", "32", "--json"]).stdout)
     assert doc["student"] and doc["teacher"]
