@@ -46,7 +46,7 @@ TMP_PREFIX = ".tmp-"  # temporary files of an interrupted write: never read, rem
 VOLATILE_CONFIG: dict[str, set[str] | None] = {
     "eval": None,  # the whole section
     "export": None,
-    "train": {"device", "threads", "checkpoint_every"},
+    "train": {"device", "threads", "checkpoint_every", "probe_cache"},
     "data": {"workers"},
 }
 

@@ -83,6 +83,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "threads": Field(int, 0, help="torch CPU threads; 0 = torch default", ge=0),
         "checkpoint_every": Field(int, 0, help="episodes between resumable checkpoints (OUT/checkpoints/last.pt); 0 = none",
                                   ge=0),
+        "probe_cache": Field(str, "device", choices=("device", "host"),
+                             help="where the probe set's cached teacher outputs live; host = pinned CPU memory"),
+        "fsdp": Field(bool, False, help="FSDP2 (fully_shard): shard student and teacher over the ranks (--fsdp)"),
     },
     "loss": {
         "w_task": Field(float, 1.0, help="weight of the family's task loss (CoCa: contrastive + caption)", ge=0),

@@ -39,9 +39,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from distillctl import __version__, checkpoint
+from distillctl import __version__, checkpoint, distributed
 from distillctl.config import component_options, dumps_toml, preflight_teacher
-from distillctl.data.loader import BatchSampler, SkipCounter, check_batch_size, check_usable, make_batch, make_loader
+from distillctl.data.loader import (
+    BatchSampler,
+    RankSlice,
+    SkipCounter,
+    check_batch_size,
+    check_usable,
+    make_batch,
+    make_loader,
+)
 from distillctl.errors import DistillctlError, TrainingError
 from distillctl.interfaces import EvalContext, Teacher
 from distillctl.layerwise import HiddenStateTap, build_projections, layer_pairs, masked_mse, projection_key
@@ -65,6 +73,8 @@ class LoopState:
     samples: int = 0
     initial_terms: dict[str, float] = field(default_factory=dict)
     episodes: list[dict[str, Any]] = field(default_factory=list)
+    world_size: int = 1  # of the run that wrote this state (a resume under another world size is approximate)
+    global_batch: int = 0  # world_size x per-rank batch: what one ``batches`` step drew from the stream
     timings: dict[str, float] = field(default_factory=lambda: {"data_s": 0.0, "compute_s": 0.0, "probe_s": 0.0, "train_s": 0.0})
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,6 +88,7 @@ class ProbeBatch:
     inputs: dict[str, Any]
     teacher_out: dict[str, Any]
     teacher_hidden: dict[str, torch.Tensor]
+    weight: float = 1.0  # 0: held only for shapes (a rank that owns no probe batch), not part of the probe loss
 
 
 @dataclass
@@ -89,6 +100,15 @@ class RunContext:
     overwrite: bool = False
     resume: bool = False
     emit: Emit = field(default=lambda kind, payload: None)
+    dist: distributed.Dist = field(default_factory=distributed.Dist)  # rank, world size (one process: 0, 1)
+    ddp: Any = None  # DDP(Trainable(student, projections)) when world size > 1 (not with FSDP)
+    spare_batch: Any = None  # a rank whose step batch is empty trains on this with weight 0 (DDP lock-step)
+    samples_base: int = 0  # state.samples already summed over ranks (see _sync_counters)
+    cuda_events: list[tuple[Any, Any]] = field(default_factory=list)  # per-step (start, end): timed per episode
+    local_arms: list[str] = field(default_factory=list)  # this rank's own policy choices, before rank 0's broadcast
+    rank_arms: list[list[str]] = field(default_factory=list)  # every rank's arm sequence (gathered at the end)
+    rank_choices: list[list[str]] = field(default_factory=list)  # every rank's own policy choices (gathered at the end)
+    probe_keys: list[str] = field(default_factory=list)  # the probe loss's terms (a rank with no probe batch reduces zeros)
     t_start: float = field(default_factory=time.perf_counter)
     # 0. preflight
     rundir: RunDir | None = None  # owns out_dir: checks, lock, cleanup rule
@@ -245,9 +265,17 @@ def preflight(ctx: RunContext) -> None:
     train = ctx.train
     # first: an --out this run may not use (in use, holds a run, unwritable, full disk) costs nothing
     ctx.rundir = RunDir(ctx.out_dir, overwrite=ctx.overwrite, resume=ctx.resume)
-    ctx.rundir.preflight()
+    if distributed.env_rank() == 0:  # only rank 0 owns --out (the lock, the files, the cleanup rule)
+        ctx.rundir.preflight()
     preflight_teacher(ctx.cfg)
-    ctx.device = resolve_device(train["device"])
+    # under torchrun: join the process group (NCCL on CUDA with each rank on cuda:LOCAL_RANK, gloo on CPU)
+    ctx.dist, ctx.device = distributed.init(resolve_device(train["device"]))
+    if not ctx.dist.is_main:  # progress, warnings and observers come from rank 0 only
+        ctx.emit = lambda kind, payload: None
+    if train["fsdp"]:
+        why = distributed.fsdp_support(ctx.dist, ctx.device)
+        if why is not None:
+            raise distributed.DistributedError(why)
     if train["threads"]:
         torch.set_num_threads(train["threads"])
     ctx.autocast_dtype = torch.bfloat16 if train["precision"] == "bf16" else None
@@ -262,7 +290,8 @@ def preflight(ctx: RunContext) -> None:
     except DistillctlError:
         ctx.probe_ds = ctx.train_ds
     check_usable(ctx.probe_ds)
-    ctx.probe_bs = min(train["probe_batch_size"] or train["batch_size"], len(ctx.probe_ds))
+    # default probe batch = the GLOBAL batch, so a 2 x (B/2) run probes exactly like a 1 x B run
+    ctx.probe_bs = min(train["probe_batch_size"] or train["batch_size"] * ctx.dist.world_size, len(ctx.probe_ds))
     ctx.emit("status", {"message": f"data: {ctx.train_ds.describe()}"})
 
 
@@ -289,6 +318,10 @@ def build_models(ctx: RunContext) -> None:
     t_modules, s_modules = ctx.splitter.modules(ctx.teacher_model), ctx.splitter.modules(ctx.student_model)
     ctx.pairs = layer_pairs(t_modules, s_modules, ctx.student.layer_map)
     ctx.module_names = [m.name for m in s_modules]
+    if ctx.train["fsdp"]:  # FSDP2: each block, then the whole model, sharded over the ranks -- the teacher too
+        for model, modules in ((ctx.teacher_model, t_modules), (ctx.student_model, s_modules)):
+            blocks = [st.layer(i) for m in modules for st in m.stacks for i in range(st.depth)]
+            distributed.shard_fsdp(model, blocks, ctx.device)
     ctx.emit("status", {"message": f"models built in {time.perf_counter() - t0:.1f}s"})
 
 
@@ -304,26 +337,61 @@ def build_probe_set(ctx: RunContext) -> None:
     teacher, family = ctx.teacher, ctx.family
     assert teacher is not None
     all_t = [t for m in ctx.module_names for _, t in ctx.pairs[m]]
-    n, bs = len(ctx.probe_ds), ctx.probe_bs
-    for b in range(ctx.train["probe_batches"]):
+    n, bs, d = len(ctx.probe_ds), ctx.probe_bs, ctx.dist
+    n_probe = ctx.train["probe_batches"]
+    # DDP: rank r probes batches r, r+W, ... and the loss is averaged over ranks (each rank caches only its
+    # share). FSDP: sharded models compute in lock-step, so every rank runs every probe batch. A rank with
+    # no share keeps batch 0 with weight 0: the widths forward of build_training needs one batch.
+    owned = range(n_probe) if ctx.train["fsdp"] or not d.enabled else range(d.rank, n_probe, d.world_size)
+    host = ctx.train["probe_cache"] == "host"  # pinned host memory: the device keeps only the batch in use
+    for b, weight in [(b, 1.0) for b in owned] or [(0, 0.0)]:
         batch = make_batch(ctx.probe_ds, [i % n for i in range(b * bs, (b + 1) * bs)], teacher.transform, teacher.tokenizer)
+        ctx.spare_batch = ctx.spare_batch or batch
         inputs = family.inputs(batch, ctx.device)
         with torch.no_grad(), _autocast(ctx.device, ctx.autocast_dtype), HiddenStateTap(ctx.teacher_model, all_t) as tap:
             t_out = family.forward(ctx.teacher_model, inputs)
-        ctx.probe_batches.append(ProbeBatch(inputs, _detach(t_out), {k: v.detach() for k, v in tap.outputs.items()}))
+        pb = ProbeBatch(inputs, _detach(t_out), {k: v.detach() for k, v in tap.outputs.items()}, weight)
+        ctx.probe_batches.append(_probe_to_host(pb) if host else pb)
+
+
+def _move(value: Any, device: torch.device | None) -> Any:
+    """Tensors of a (nested) dict to ``device`` (None = pinned host memory when a GPU can use it)."""
+    if isinstance(value, dict):
+        return {k: _move(v, device) for k, v in value.items()}
+    if not isinstance(value, torch.Tensor):
+        return value
+    if device is None:
+        host = value.detach().to("cpu")
+        return host.pin_memory() if value.device.type == "cuda" else host
+    return value.to(device, non_blocking=True)
+
+
+def _probe_to_host(pb: ProbeBatch) -> ProbeBatch:
+    return ProbeBatch(_move(pb.inputs, None), _move(pb.teacher_out, None), _move(pb.teacher_hidden, None), pb.weight)
+
+
+def _probe_on(ctx: RunContext, pb: ProbeBatch) -> ProbeBatch:
+    """The probe batch on the run's device (a no-op unless ``train.probe_cache = "host"``)."""
+    if ctx.train["probe_cache"] != "host":
+        return pb
+    return ProbeBatch(_move(pb.inputs, ctx.device), _move(pb.teacher_out, ctx.device), _move(pb.teacher_hidden, ctx.device),
+                      pb.weight)
 
 
 def build_training(ctx: RunContext) -> None:
     """3. Projections (from one student probe forward: widths of every pair), objective, arms, policy, AdamW."""
     seed, train = ctx.train["seed"], ctx.train
     all_s = [s for m in ctx.module_names for s, _ in ctx.pairs[m]]
-    first = ctx.probe_batches[0]
+    first = _probe_on(ctx, ctx.probe_batches[0])
     with torch.no_grad(), HiddenStateTap(ctx.student_model, all_s) as tap:
         ctx.family.forward(ctx.student_model, first.inputs)
         widths = {s: (_tokens(tap.outputs[s]).shape[-1], _tokens(first.teacher_hidden[t]).shape[-1])
                   for m in ctx.module_names for s, t in ctx.pairs[m]}
     seed_everything(seed + 1)
     ctx.projections = build_projections(widths).to(ctx.device)
+    if train["fsdp"]:  # each projection its own FSDP unit: one an episode leaves unused gets no gradient on any rank
+        for proj in ctx.projections.values():
+            distributed.shard_fsdp(proj, [], ctx.device)
     ctx.objective = Objective(ctx.cfg["loss"], ctx.family, ctx.pairs, ctx.projections)
     ctx.arms = build_arms(ctx.module_names, ctx.cfg["policy"]["arms"])
     ctx.policy = registry("policy").create(ctx.cfg["policy"]["name"], arms=ctx.arms, seed=seed,
@@ -334,6 +402,8 @@ def build_training(ctx: RunContext) -> None:
     ctx.scheduler = torch.optim.lr_scheduler.LambdaLR(ctx.optimizer, lr_lambda(train["warmup_steps"], total_steps,
                                                                                train["min_lr_ratio"]))
     ctx.trainable = [p for g in ctx.optimizer.param_groups for p in g["params"]]
+    if ctx.dist.enabled and not train["fsdp"]:  # DDP over the raw modules: the optimizer keeps the same parameters
+        ctx.ddp = distributed.wrap_ddp(ctx.student_model, ctx.projections, ctx.dist, ctx.device)
 
 
 def probe_loss(ctx: RunContext) -> dict[str, float]:
@@ -342,15 +412,34 @@ def probe_loss(ctx: RunContext) -> dict[str, float]:
     model = ctx.student_model
     all_s = [s for m in ctx.module_names for s, _ in ctx.pairs[m]]
     model.eval()
-    sums: dict[str, float] = {}
+    owned = [pb for pb in ctx.probe_batches if pb.weight > 0]
+    sums: dict[str, torch.Tensor] = {}
     with torch.no_grad(), _autocast(ctx.device, ctx.autocast_dtype), HiddenStateTap(model, all_s) as tap:
-        for pb in ctx.probe_batches:
+        for pb in owned:
+            pb = _probe_on(ctx, pb)
             s_out = ctx.family.forward(model, pb.inputs)
             terms = ctx.objective(s_out, pb.teacher_out, tap.outputs, pb.teacher_hidden, pb.inputs, tuple(ctx.module_names))
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v) / len(ctx.probe_batches)
+            for k, v in terms.items():  # on device: one host transfer per probe, not per batch and term
+                sums[k] = sums[k] + v.float() if k in sums else v.float()
     model.train()
-    return sums
+    local = dict(zip(sums, torch.stack(list(sums.values())).tolist(), strict=True)) if sums else {}
+    if ctx.dist.enabled:  # the mean over every rank's probe batches: every rank gets the same reward
+        local = local or {k: 0.0 for k in _probe_keys(ctx)}
+        return distributed.all_reduce_mean({k: v / max(len(owned), 1) for k, v in local.items()}, ctx.dist, ctx.device,
+                                           weight=float(len(owned)))
+    return {k: v / len(owned) for k, v in local.items()}
+
+
+def _probe_keys(ctx: RunContext) -> list[str]:
+    """The probe loss's term names, for a rank that probes no batch (from one forward on its spare batch)."""
+    if not ctx.probe_keys:
+        pb = _probe_on(ctx, ctx.probe_batches[0])
+        all_s = [s for m in ctx.module_names for s, _ in ctx.pairs[m]]
+        with torch.no_grad(), _autocast(ctx.device, ctx.autocast_dtype), HiddenStateTap(ctx.student_model, all_s) as tap:
+            s_out = ctx.family.forward(ctx.student_model, pb.inputs)
+            terms = ctx.objective(s_out, pb.teacher_out, tap.outputs, pb.teacher_hidden, pb.inputs, tuple(ctx.module_names))
+        ctx.probe_keys = list(terms)
+    return ctx.probe_keys
 
 
 def reward_value(ctx: RunContext, terms: dict[str, float]) -> float:
@@ -366,21 +455,47 @@ def restore_or_start(ctx: RunContext) -> None:
         ckpt, note = checkpoint.load(ctx.rundir.checkpoint_dir, fingerprint=ctx.fingerprint, map_location=ctx.device)
         if note:
             ctx.emit("warning", {"message": note})
-        ctx.student_model.load_state_dict(ckpt["student"])
-        ctx.projections.load_state_dict(ckpt["projections"])
-        ctx.optimizer.load_state_dict(ckpt["optimizer"])
+        if ctx.train["fsdp"]:  # full (unsharded) state dicts, as rank 0 wrote them: every rank loads its shards
+            distributed.load_full_state_dict(ctx.student_model, ckpt["student"])
+            distributed.load_full_state_dict(ctx.projections, ckpt["projections"])
+            distributed.load_optimizer_state(ctx.student_model, ctx.projections, ctx.optimizer, ckpt["optimizer"])
+        else:
+            ctx.student_model.load_state_dict(ckpt["student"])
+            ctx.projections.load_state_dict(ckpt["projections"])
+            ctx.optimizer.load_state_dict(ckpt["optimizer"])
         ctx.scheduler.load_state_dict(ckpt["scheduler"])
         ctx.policy.load_state_dict(json.loads(ckpt["policy"]))
         ctx.state = LoopState(**json.loads(ckpt["loop"]))
         ctx.skips.load_state_dict(json.loads(ckpt["skips"]))
         ctx.checkpoint = ckpt
+        ctx.samples_base = ctx.state.samples
+        _rescale_data_position(ctx)
         ctx.emit("status", {"message": f"resuming after episode {ctx.state.episode} (step {ctx.state.step})"})
     else:
         first = probe_loss(ctx)
         ctx.state.prev_probe = ctx.state.initial_probe = reward_value(ctx, first)
         ctx.state.initial_terms = first
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    (ctx.out_dir / "run.toml").write_text(_run_toml(ctx.cfg), encoding="utf-8")
+    ctx.state.world_size, ctx.state.global_batch = ctx.dist.world_size, ctx.train["batch_size"] * ctx.dist.world_size
+    if ctx.dist.is_main:
+        ctx.out_dir.mkdir(parents=True, exist_ok=True)
+        (ctx.out_dir / "run.toml").write_text(_run_toml(ctx.cfg), encoding="utf-8")
+
+
+def _rescale_data_position(ctx: RunContext) -> None:
+    """A checkpoint of another world size: the stream position in samples is kept, so the data
+    position is approximate (rounded to a whole new global batch); same world size: exact."""
+    state, world = ctx.state, ctx.dist.world_size
+    old_world = state.world_size or 1
+    old_global = state.global_batch or ctx.train["batch_size"] * old_world
+    new_global = ctx.train["batch_size"] * world
+    if old_global == new_global:
+        return
+    position = state.batches * old_global  # samples drawn from the global stream so far
+    state.batches = round(position / new_global)
+    ctx.emit("warning", {"message": f"resuming {old_world} process(es) as {world}: global batch {old_global} -> {new_global}, "
+                                    f"so the data position is approximate (sample {state.batches * new_global:,} "
+                                    f"instead of {position:,} of the stream); arms and losses will differ from an "
+                                    "uninterrupted run."})
 
 
 def make_batches(ctx: RunContext) -> Iterator[Any]:
@@ -390,47 +505,83 @@ def make_batches(ctx: RunContext) -> Iterator[Any]:
     from the global RNG (a resumed run's restored RNG state stays exact)."""
     train, seed = ctx.train, ctx.train["seed"]
     stream = len(ctx.train_ds) >= HUGE
-    sampler = BatchSampler(len(ctx.train_ds), train["batch_size"], seed, shuffle=not stream,
+    d = ctx.dist
+    # one global index stream of world x per-rank batches; rank r reads slice r of each global batch, so a
+    # 2 x (B/2) run sees exactly the batches of a 1 x B run
+    sampler = BatchSampler(len(ctx.train_ds), train["batch_size"] * d.world_size, seed, shuffle=not stream,
                            steps=train["episodes"] * train["episode_steps"], start_step=ctx.state.batches,
                            offset=seed * 7_919 * 1_000_003 if stream else 0)
-    loader = make_loader(ctx.train_ds, ctx.teacher.transform, ctx.teacher.tokenizer, sampler,
+    rank_sampler = RankSlice(sampler, d.rank, d.world_size) if d.enabled else sampler
+    loader = make_loader(ctx.train_ds, ctx.teacher.transform, ctx.teacher.tokenizer, rank_sampler,
                          workers=ctx.cfg["data"]["workers"], pin_memory=ctx.device.type == "cuda",
                          generator=torch.Generator().manual_seed(seed))
     return iter(loader)
 
 
 def train_step(ctx: RunContext, batch: Any, arm: tuple[str, ...], s_paths: list[str], t_paths: list[str],
-               ep_sums: dict[str, torch.Tensor]) -> None:
-    """One optimizer step on ``batch`` with only ``arm``'s layerwise terms; terms accumulate on device."""
+               ep_sums: dict[str, torch.Tensor], *, weight: float = 1.0) -> None:
+    """One optimizer step on ``batch`` with only ``arm``'s layerwise terms; terms accumulate on device.
+
+    No host synchronisation: non-finite losses are found on the episode's sums (:func:`_episode_terms`),
+    and on CUDA the compute time is taken with CUDA events, read once per episode. ``weight`` 0: this
+    rank's own batch was empty, yet it must take part in the other ranks' DDP/FSDP step (zero gradient)."""
     family, dev, dt = ctx.family, ctx.device, ctx.autocast_dtype
     inputs = family.inputs(batch, dev)
     tc = time.perf_counter()
+    if dev.type == "cuda":
+        start = torch.cuda.Event(enable_timing=True)
+        start.record()
     # teacher: frozen, no_grad (not inference_mode: its tensors are MSE targets)
     with torch.no_grad(), _autocast(dev, dt), HiddenStateTap(ctx.teacher_model, t_paths) as t_tap:
         t_out = family.forward(ctx.teacher_model, inputs)
-    with _autocast(dev, dt), HiddenStateTap(ctx.student_model, s_paths) as s_tap:
-        s_out = family.forward(ctx.student_model, inputs)
-        terms = ctx.objective(s_out, t_out, s_tap.outputs, t_tap.outputs, inputs, arm)
-    loss = terms["total"]
-    if not torch.isfinite(loss):
-        raise TrainingError(
-            f"non-finite loss ({float(loss.detach())}) in episode {ctx.state.episode + 1}, step {ctx.state.step + 1}; "
-            "lower --lr, keep train.grad_clip > 0, or use --precision fp32."
-        )
+
+    def student_terms() -> dict[str, torch.Tensor]:
+        with _autocast(dev, dt), HiddenStateTap(ctx.student_model, s_paths) as s_tap:
+            s_out = family.forward(ctx.student_model, inputs)  # freed on return: logits do not outlive the loss
+            return ctx.objective(s_out, t_out, s_tap.outputs, t_tap.outputs, inputs, arm)
+
+    # under DDP the forward runs inside the wrapper, which then averages the gradients over ranks in backward
+    terms = ctx.ddp(student_terms) if ctx.ddp is not None else student_terms()
+    loss = terms["total"] if weight == 1.0 else terms["total"] * weight
     ctx.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if ctx.train["grad_clip"] > 0:
         torch.nn.utils.clip_grad_norm_(ctx.trainable, ctx.train["grad_clip"])
     ctx.optimizer.step()
     ctx.scheduler.step()
-    del s_out, t_out  # free logits before the next forward (peak memory)
+    t_out = None  # free the teacher's logits before the next forward (peak memory)
     if dev.type == "cuda":
-        torch.cuda.synchronize()
-    ctx.state.timings["compute_s"] += time.perf_counter() - tc
+        end = torch.cuda.Event(enable_timing=True)
+        end.record()
+        ctx.cuda_events.append((start, end))
+    else:
+        ctx.state.timings["compute_s"] += time.perf_counter() - tc
     ctx.state.step += 1
-    ctx.state.samples += len(batch)
+    if weight:
+        ctx.state.samples += len(batch)
     for k, v in terms.items():  # accumulate on device: no host sync inside the episode
-        ep_sums[k] = ep_sums[k] + v.detach() if k in ep_sums else v.detach()
+        v = v.detach() * weight if weight != 1.0 else v.detach()
+        ep_sums[k] = ep_sums[k] + v if k in ep_sums else v
+
+
+def _episode_terms(ctx: RunContext, ep_sums: dict[str, torch.Tensor], episode: int) -> dict[str, float]:
+    """The episode's mean train terms (averaged over ranks): one host transfer per episode, and the
+    non-finite check that used to cost a synchronisation every step."""
+    steps = ctx.train["episode_steps"]
+    values = torch.stack([v.float() for v in ep_sums.values()]).tolist() if ep_sums else []
+    terms = {k: v / steps for k, v in zip(ep_sums, values, strict=True)}
+    if ctx.cuda_events:  # the events of this episode have completed once the values above were read
+        ctx.cuda_events[-1][1].synchronize()
+        ctx.state.timings["compute_s"] += sum(s.elapsed_time(e) for s, e in ctx.cuda_events) / 1000
+        ctx.cuda_events.clear()
+    terms = distributed.all_reduce_mean(terms, ctx.dist, ctx.device)
+    bad = [k for k, v in terms.items() if not math.isfinite(v)]
+    if bad:  # every rank sees the same reduced values, so every rank stops here together
+        raise TrainingError(
+            f"non-finite training loss ({', '.join(bad[:3])}) in episode {episode + 1} (steps {ctx.state.step - steps + 1}-"
+            f"{ctx.state.step}); lower --lr, keep train.grad_clip > 0, or use --precision fp32."
+        )
+    return terms
 
 
 def run_episode(ctx: RunContext, batches: Iterator[Any], episode: int) -> tuple[tuple[str, ...], dict[str, Any]]:
@@ -438,6 +589,8 @@ def run_episode(ctx: RunContext, batches: Iterator[Any], episode: int) -> tuple[
     state, train = ctx.state, ctx.train
     burn_in = burn_in_arm(ctx, episode)
     arm_idx = ctx.policy.select(episode) if burn_in is None else burn_in
+    ctx.local_arms.append(arm_name(ctx.arms[arm_idx]))  # this rank's own choice (the report checks ranks agree)
+    arm_idx = distributed.broadcast_int(arm_idx, ctx.dist, ctx.device)  # rank 0 decides for every rank
     arm = ctx.arms[arm_idx]
     s_paths, t_paths = ctx.objective.student_paths(arm), ctx.objective.teacher_paths(arm)  # only this arm's layers
     ep_sums: dict[str, torch.Tensor] = {}
@@ -447,10 +600,12 @@ def run_episode(ctx: RunContext, batches: Iterator[Any], episode: int) -> tuple[
         state.batches += 1
         ctx.skips.add(batch.skipped)
         if len(batch) == 0:  # every item of this step was unreadable: nothing to learn from
+            if ctx.dist.enabled:  # ... but the other ranks' step needs this one (zero-weight step on a spare batch)
+                train_step(ctx, ctx.spare_batch, arm, s_paths, t_paths, ep_sums, weight=0.0)
             continue
         state.timings["data_s"] += time.perf_counter() - td
         train_step(ctx, batch, arm, s_paths, t_paths, ep_sums)
-    ep_terms = {k: float(v) / train["episode_steps"] for k, v in ep_sums.items()}
+    ep_terms = _episode_terms(ctx, ep_sums, episode)
     # one probe evaluation per episode -> reward = relative decrement
     tp = time.perf_counter()
     probe = probe_loss(ctx)
@@ -499,14 +654,31 @@ def run_episodes(ctx: RunContext) -> None:
         state.episodes.append(record)
         state.episode = episode + 1
         timings["train_s"] = time.perf_counter() - t_train
-        ctx.emit("episode", {**record, "samples_per_s": state.samples / max(timings["train_s"], 1e-9)})
-        call_observers("on_episode_end", episode=episode + 1, arm=arm, reward=record["reward"], probe_loss=record["probe_loss"],
-                       state={"step": state.step, "losses": record["train"], "posterior": record["posterior"]})
+        # samples/s of the whole job: this rank's count x world size (summed exactly at checkpoints and the end)
+        ctx.emit("episode", {**record, "samples_per_s": state.samples * ctx.dist.world_size / max(timings["train_s"], 1e-9)})
+        if ctx.dist.is_main:  # observers see the run once, not once per rank
+            call_observers("on_episode_end", episode=episode + 1, arm=arm, reward=record["reward"],
+                           probe_loss=record["probe_loss"],
+                           state={"step": state.step, "losses": record["train"], "posterior": record["posterior"]})
         every = train["checkpoint_every"]
         if every and (episode + 1) % every == 0 and episode + 1 < train["episodes"]:
-            save_checkpoint(ctx)
+            save_checkpoint(ctx)  # every rank: counters are summed (and FSDP shards gathered); rank 0 writes
     timings["train_s"] = time.perf_counter() - t_train
+    _sync_counters(ctx)
+    ctx.rank_arms = [list(a) for a in distributed.all_gather_object([e["arm"] for e in state.episodes], ctx.dist)]
+    ctx.rank_choices = [list(a) for a in distributed.all_gather_object(ctx.local_arms, ctx.dist)]
     del batches
+
+
+def _sync_counters(ctx: RunContext) -> None:
+    """Sum the ranks' sample counts and merge their skipped items (a collective: every rank calls it)."""
+    if not ctx.dist.enabled:
+        return
+    delta = ctx.state.samples - ctx.samples_base
+    ctx.state.samples = ctx.samples_base + distributed.all_reduce_sum_int(delta, ctx.dist, ctx.device)
+    ctx.samples_base = ctx.state.samples
+    for st in distributed.all_gather_object(ctx.skips.state_dict(), ctx.dist):
+        ctx.skips.add([(i, st["first"] or "") for i in st["indices"]])
 
 
 def finish(ctx: RunContext) -> dict[str, Any]:
@@ -517,6 +689,10 @@ def finish(ctx: RunContext) -> dict[str, Any]:
     cfg, state = ctx.cfg, ctx.state
     assert ctx.teacher is not None
     assert ctx.rundir is not None
+    if ctx.train["fsdp"]:  # every rank: gather the sharded student; rank 0 exports and evaluates an unsharded copy
+        _unshard_student(ctx)
+    if not ctx.dist.is_main:  # rank 0 writes and evaluates; the other ranks are done
+        return {"rank": ctx.dist.rank, "world_size": ctx.dist.world_size}
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     ctx.export = ctx.family.export(
         ctx.student_model, ctx.out_dir, model_config=ctx.student.model_config, source=ctx.teacher, dtype=cfg["export"]["dtype"],
@@ -543,6 +719,19 @@ def finish(ctx: RunContext) -> dict[str, Any]:
     return report
 
 
+def _unshard_student(ctx: RunContext) -> None:
+    """FSDP: the full student state (a collective), loaded on rank 0 into a plain model built from the
+    student's config (the family's ``build``); it must fit one device. The teacher stays sharded, so the
+    side-by-side teacher evaluation is skipped under ``--fsdp`` (a documented limit)."""
+    state = distributed.full_state_dict(ctx.student_model, ctx.dist)
+    if not ctx.dist.is_main:
+        return
+    plain = ctx.family.build(ctx.student.model_config, device="cpu")
+    plain.load_state_dict(state)
+    ctx.student = replace(ctx.student, model=plain.to(ctx.device).eval())
+    ctx.cfg = {**ctx.cfg, "eval": {**ctx.cfg["eval"], "teacher": False}}
+
+
 # --------------------------------------------------------------------------------------- the run
 class Run:
     """One distillation run. ``Run(cfg, out).execute()`` returns the report; after it, ``run.ctx``
@@ -562,7 +751,9 @@ class Run:
             build_training(ctx)
             restore_or_start(ctx)
             run_episodes(ctx)
-            return finish(ctx)
+            report = finish(ctx)
+        distributed.shutdown()
+        return report
 
 
 def run(cfg: dict[str, Any], out_dir: Path, *, overwrite: bool = False, resume: bool = False,
@@ -582,17 +773,32 @@ def _out_dir_guard(ctx: RunContext) -> Iterator[None]:
     replaced with ``--overwrite`` comes back); after export, nothing of value is removed (``finish``
     recorded the error)."""
     assert ctx.rundir is not None
+    if not ctx.dist.is_main:  # only rank 0 owns the folder
+        yield
+        return
     with ctx.rundir.session():
         yield
 
 
 def save_checkpoint(ctx: RunContext) -> None:
-    """Atomic, checksummed, fingerprinted; the previous checkpoint is kept as ``prev.pt``."""
+    """Atomic, checksummed, fingerprinted; the previous checkpoint is kept as ``prev.pt``.
+
+    Under torchrun every rank calls it (sample counts and skips are summed over ranks, FSDP shards
+    gathered into full state dicts) and rank 0 alone writes. The file has no rank or world-size
+    layout in it, so any world size resumes it (the data position is exact for the same world size)."""
     assert ctx.rundir is not None
+    _sync_counters(ctx)
+    if ctx.train["fsdp"]:
+        student, projections = (distributed.full_state_dict(m, ctx.dist) for m in (ctx.student_model, ctx.projections))
+        optimizer = distributed.optimizer_state(ctx.student_model, ctx.projections, ctx.optimizer)
+    else:
+        student, projections, optimizer = ctx.student_model.state_dict(), ctx.projections.state_dict(), ctx.optimizer.state_dict()
+    if not ctx.dist.is_main:
+        return
     blob = {
-        "student": ctx.student_model.state_dict(),
-        "projections": ctx.projections.state_dict(),
-        "optimizer": ctx.optimizer.state_dict(),
+        "student": student,
+        "projections": projections,
+        "optimizer": optimizer,
         "scheduler": ctx.scheduler.state_dict(),
         "policy": json.dumps(ctx.policy.state_dict()),
         "loop": json.dumps(ctx.state.to_dict()),
@@ -707,6 +913,11 @@ def build_report(ctx: RunContext, evaluation: dict[str, dict[str, float]], *, er
                     "compute_fraction": timings["compute_s"] / max(timings["train_s"], 1e-9)},
         "eval": evaluation,
         "skipped": {"count": ctx.skips.count, "first": ctx.skips.first, "summary": ctx.skips.summary()},
+        "distributed": {"world_size": ctx.dist.world_size, "backend": ctx.dist.backend,
+                        "per_rank_batch": ctx.train["batch_size"], "global_batch": ctx.train["batch_size"] * ctx.dist.world_size,
+                        "fsdp": ctx.train["fsdp"], "rank_arms": ctx.rank_arms or [[e["arm"] for e in state.episodes]],
+                        # every rank's own policy chose what rank 0 broadcast (identical rewards -> identical policies)
+                        "ranks_agree": all(c == ctx.rank_choices[0] for c in ctx.rank_choices)},
         "policy_state": ctx.policy.state_dict(),
     }
     if error is not None:

@@ -4,6 +4,7 @@ Everything here imports only typer / rich: ``distillctl --help`` must never impo
 """
 
 import json
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,16 @@ def error_lines(exc: DistillctlError) -> list[str]:
 def report_error(exc: DistillctlError) -> int:
     """Print ``exc`` in red on stderr (never wrapped, never parsed as markup); return its exit code."""
     err = console(stderr=True)
-    for line in error_lines(exc):
+    lines = error_lines(exc)
+    if _world_size() > 1:  # under torchrun: say which rank failed (torchrun then ends the others)
+        lines[0] = lines[0].replace("error: ", f"error: rank {os.environ.get('RANK', '?')}: ", 1)
+    for line in lines:
         err.print(line, style="red", markup=False, highlight=False, soft_wrap=True)
     return exc.exit_code
+
+
+def _world_size() -> int:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1

@@ -8,6 +8,8 @@ is built and written to ``OUT/run.toml``.
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -66,10 +68,17 @@ def register(app: typer.Typer) -> None:
         resume: Annotated[bool, typer.Option(help="Continue the unfinished run in --out from its last checkpoint.")] = False,
         set_: Annotated[list[str] | None, typer.Option("--set", help="Override any config value: section.key=value (repeatable).")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or tables (CI).")] = False,
+        nproc: Annotated[int | None, typer.Option("--nproc", help="Run N processes on this machine (torch.distributed.run; DDP, "
+                                                  "one per GPU on CUDA); per-rank batch = --batch-size.")] = None,
+        fsdp: Annotated[bool, typer.Option("--fsdp", help="Shard student and teacher over the processes (FSDP2 fully_shard); "
+                                           "needs torchrun or --nproc.")] = False,
     ) -> None:
         """Distill a teacher into a smaller student, episode by episode (OPTIMA)."""
         from distillctl.errors import UsageError
 
+        if nproc is not None:  # re-run this very command as N processes under PyTorch's own launcher
+            launch(nproc, sys.argv)
+            return
         con = console()
         if steps is not None and episodes is not None:
             raise UsageError("--steps and --episodes both set the run length; give only one.")
@@ -79,7 +88,7 @@ def register(app: typer.Typer) -> None:
             "policy": {"name": policy, "arms": arms},
             "data": {"name": data},
             "train": {"episodes": episodes, "episode_steps": episode_steps, "batch_size": batch_size, "lr": lr,
-                      "device": device, "precision": precision, "seed": seed},
+                      "device": device, "precision": precision, "seed": seed, "fsdp": True if fsdp else None},
             "export": {"dtype": export_dtype},
         }
         if resume:
@@ -89,7 +98,8 @@ def register(app: typer.Typer) -> None:
             from distillctl.config import load_toml, validate
             from distillctl.rundir import RunDir
 
-            RunDir(out, resume=True).preflight()  # no checkpoint, a finished run, in use: one line, first
+            if _rank() == 0:  # rank 0 owns --out (the other ranks would see its lock)
+                RunDir(out, resume=True).preflight()  # no checkpoint, a finished run, in use: one line, first
             if not (out / "run.toml").is_file():
                 raise UsageError(f"nothing to resume in {out}: no run.toml.")
             cfg = validate(load_toml(out / "run.toml"), source=str(out / "run.toml"))
@@ -100,11 +110,70 @@ def register(app: typer.Typer) -> None:
             if steps < 1:
                 raise UsageError(f"--steps must be at least 1, got {steps}.")
             cfg["train"]["episodes"] = max(1, math.ceil(steps / cfg["train"]["episode_steps"]))
-        if preset is None:
+        if preset is None and _rank() == 0:
             con.print(f"No --preset given: running the bundled '{DEFAULT_PRESET}' preset.", highlight=False,
                       style=None if quiet else "dim")
         out_dir = out or Path("runs") / f"{Path(preset_name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_with_display(cfg, out_dir, overwrite=overwrite, quiet=quiet)
+
+
+def _rank() -> int:
+    """This process's rank under torchrun (0 otherwise); read from the env so torch is not imported."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def _lost_peer(exc: BaseException) -> Exception | None:
+    """A DistillctlError for a collective that failed because a peer rank is gone (else None)."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1 or not isinstance(exc, RuntimeError):
+        return None
+    text = " ".join(str(exc).split())
+    markers = ("gloo", "nccl", "connection closed", "connection reset", "timed out", "timeout", "broken pipe", "peer")
+    if not any(m in text.lower() for m in markers):
+        return None
+    from distillctl.distributed import DistributedError
+
+    return DistributedError(f"another rank stopped; this rank's collective failed ({type(exc).__name__}: {text[:200]})")
+
+
+def launch(nproc: int, argv: list[str]) -> None:
+    """``distillctl distill --nproc N ...`` = ``python -m torch.distributed.run --standalone --nproc_per_node N
+    -m distillctl distill ...`` (the same arguments without ``--nproc``), in this process.
+
+    A failing rank has printed its own one-line error; the launcher then ends the others and this
+    command exits with that rank's exit code (1 when it was killed by a signal), without torchrun's
+    traceback summary."""
+    import logging
+
+    from distillctl.errors import UsageError
+
+    if nproc < 1:
+        raise UsageError(f"--nproc must be at least 1, got {nproc}.")
+    if "distill" not in argv:
+        raise UsageError("--nproc re-runs `distillctl distill ...` from the command line; call it as a command.")
+    args = argv[argv.index("distill"):]
+    rest: list[str] = []
+    skip = False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            rest.append(a)
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the failing rank speaks for itself
+    parsed = get_args_parser().parse_args(["--standalone", "--nproc_per_node", str(nproc), "-m", "distillctl", *rest])
+    try:
+        run(parsed)
+    except ChildFailedError as exc:
+        _, failure = exc.get_first_failure()
+        code = failure.exitcode if failure.exitcode and failure.exitcode > 0 else 1
+        raise typer.Exit(code) from None
 
 
 def run_with_display(cfg: dict[str, Any], out_dir: Path, *, overwrite: bool, quiet: bool, resume: bool = False) -> dict[str, Any]:
@@ -121,7 +190,10 @@ def run_with_display(cfg: dict[str, Any], out_dir: Path, *, overwrite: bool, qui
     from distillctl.config import preflight_teacher
     from distillctl.rundir import RunDir
 
-    RunDir(out_dir, overwrite=overwrite, resume=resume).preflight()  # an unusable --out fails first, in one line
+    main = _rank() == 0
+    if main:  # under torchrun only rank 0 owns --out; the other ranks show nothing and write nothing
+        RunDir(out_dir, overwrite=overwrite, resume=resume).preflight()  # an unusable --out fails first, in one line
+    quiet = quiet or not main
     preflight_teacher(cfg)  # before torch is imported: unavailable weights fail in a second
     from distillctl import engine
 
@@ -167,12 +239,17 @@ def run_with_display(cfg: dict[str, Any], out_dir: Path, *, overwrite: bool, qui
         from distillctl.rundir import RunDirError
 
         refused = isinstance(exc, (RunDirError, checkpoint.CheckpointError))  # resuming again would not help
-        if checkpoint.exists(out_dir / "checkpoints") and not (out_dir / "student.safetensors").is_file():
+        if main and checkpoint.exists(out_dir / "checkpoints") and not (out_dir / "student.safetensors").is_file():
             if not refused:
                 con.print(f"[yellow]checkpoint kept: continue with `distillctl distill --resume --out {out_dir}`[/yellow]",
                           highlight=False)
+        lost = _lost_peer(exc)
+        if lost is not None:  # a collective failed because another rank died: one line, not a gloo/NCCL traceback
+            raise lost from None
         raise
     progress.stop()
+    if not main:
+        return report
     print_summary(report, out_dir, quiet=quiet)
     return report
 

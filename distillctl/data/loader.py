@@ -126,6 +126,32 @@ class BatchSampler:
         return max(self.steps - self.start_step, 0)
 
 
+class RankSlice:
+    """Rank ``rank``'s share of each global batch of ``sampler`` (``torchrun``: one process per rank).
+
+    ``sampler`` yields global batches of ``world_size x b`` indices; rank ``r`` takes positions
+    ``[r*b, (r+1)*b)``. The ranks' slices of a step are disjoint and together are exactly the global
+    batch, so a run of W processes with per-rank batch b reads the same data as one process with
+    batch W*b, and resuming at a step is as exact as it is for one process.
+    """
+
+    def __init__(self, sampler: BatchSampler, rank: int, world_size: int) -> None:
+        if not 0 <= rank < world_size:
+            raise DataError(f"rank {rank} is outside a world of {world_size} processes.")
+        if sampler.batch_size % world_size:
+            raise DataError(f"global batch {sampler.batch_size} does not split into {world_size} equal rank batches.")
+        self.sampler, self.rank, self.world_size = sampler, rank, world_size
+        self.batch_size = sampler.batch_size // world_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        lo = self.rank * self.batch_size
+        for indices in self.sampler:
+            yield indices[lo : lo + self.batch_size]
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
 # --------------------------------------------------------------------------- loader
 @dataclass
 class _Item:
@@ -200,7 +226,7 @@ def make_loader(
     dataset: Dataset,
     transform: Callable[[Any], torch.Tensor],
     tokenizer: Tokenizer | None,
-    batch_sampler: BatchSampler,
+    batch_sampler: BatchSampler | RankSlice,
     workers: int = 0,
     *,
     pin_memory: bool = False,
