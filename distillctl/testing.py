@@ -618,9 +618,9 @@ def check_evaluator(
     """An evaluator against the :class:`~distillctl.interfaces.Evaluator` contract; returns its metrics.
 
     ``factory(**options)`` builds it; ``name`` is a string; ``applies_to(family)`` (if defined) is a
-    bool and True here; ``evaluate(bundle, ctx)`` returns a non-empty flat ``{str: finite number}``
-    and leaves the model's train/eval mode as it was; with ``teacher``, ``evaluate_pair`` (if
-    defined) does too.
+    bool and True here; ``evaluate(bundle, ctx)`` returns a flat ``{str: finite number}``, non-empty unless
+    the evaluator scores pairs only, and leaves the model's train/eval mode as it was; with ``teacher``,
+    ``evaluate_pair`` (if defined) returns such a dict too.
     """
     from distillctl.interfaces import EvalContext
 
@@ -638,15 +638,18 @@ def check_evaluator(
     _check(bundle.model.training == was, what, "evaluate() changed the model's train/eval mode")
 
     def numbers(method: str, out: Any) -> None:
-        _check(isinstance(out, dict) and out, what, f"{method} must return a non-empty dict, got {out!r}")
+        _check(isinstance(out, dict), what, f"{method} must return a dict, got {out!r}")
         for k, v in out.items():
             _check(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
                    what, f"{method}: {k!r} must map to a finite number, got {v!r}")
 
     numbers("evaluate()", metrics)
-    if teacher is not None and hasattr(evaluator, "evaluate_pair"):
+    pairwise = hasattr(evaluator, "evaluate_pair")
+    _check(metrics or pairwise, what, "evaluate() returned no metric (only a pair evaluator may, through evaluate_pair)")
+    if teacher is not None and pairwise:
         pair = evaluator.evaluate_pair(bundle, teacher, ctx)
         numbers("evaluate_pair()", pair)
+        _check(metrics or pair, what, "evaluate() and evaluate_pair() returned no metric")
         metrics = {**metrics, **pair}
     return dict(metrics)
 

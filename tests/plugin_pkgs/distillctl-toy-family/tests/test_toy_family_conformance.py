@@ -47,6 +47,12 @@ def test_teacher_student_splitter_keep_the_layer_contract() -> None:
     assert parts["student"].layer_map == {"image": {"image.blocks": [1, 3]}, "text": {"text.blocks": [1, 3]}}
 
 
+def test_the_generic_layer_subset_student_works_too() -> None:
+    # the family has build + with_depths, so distillctl's own layer-subset student applies to it
+    parts = testing.check_triple("toy", "layer-subset", "toy", student_options={"depths": {"image": 1, "text": 3}})
+    assert parts["student"].layer_map["image"] == {"image.blocks": [3]}
+
+
 def test_family_contract(teacher: Any, tmp_path: Path) -> None:
     result = testing.check_family(ToyFamily(), teacher, splitter=ToySplitter(), tmp_dir=tmp_path)
     assert set(result["masks"]) == {"text"}  # the image tower has no padding
