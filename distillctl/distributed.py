@@ -230,20 +230,39 @@ def fsdp_support(d: Dist, device: torch.device) -> str | None:
     return None
 
 
-def shard_fsdp(model: nn.Module, layer_paths: list[str], device: torch.device, *, reshard_after_forward: bool = True) -> None:
+def shard_fsdp(model: nn.Module, layer_paths: list[str], device: torch.device, *,
+               reshard_after_forward: bool = True) -> list[nn.Parameter]:
     """FSDP2: ``fully_shard`` every listed layer (the splitter's blocks), then the model itself.
 
     In place: parameters become DTensors sharded over the ranks; module names and hooks are unchanged
-    (FSDP2 does not wrap: no ``module.`` or ``_fsdp_wrapped_module`` prefixes)."""
+    (FSDP2 does not wrap: no ``module.`` or ``_fsdp_wrapped_module`` prefixes). ``fully_shard`` refuses
+    scalar parameters (CoCa's ``logit_scale``): they stay replicated plain tensors, are returned, and
+    their gradients are averaged by :func:`all_reduce_grads` after each backward."""
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    scalars = [p for p in model.parameters() if p.ndim == 0]
     modules = dict(model.named_modules())
     for path in layer_paths:
-        fully_shard(modules[path], mesh=mesh, reshard_after_forward=reshard_after_forward)
-    fully_shard(model, mesh=mesh, reshard_after_forward=reshard_after_forward)
+        fully_shard(modules[path], mesh=mesh, reshard_after_forward=reshard_after_forward, ignored_params=set(scalars))
+    fully_shard(model, mesh=mesh, reshard_after_forward=reshard_after_forward, ignored_params=set(scalars))
+    return scalars
+
+
+def all_reduce_grads(params: list[nn.Parameter], d: Dist) -> None:
+    """Average the gradients of replicated parameters over ranks (FSDP's ignored scalars); no host sync."""
+    import torch.distributed as dist
+
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads or not d.enabled:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)  # SUM: gloo has no AVG
+    flat /= d.world_size
+    for g, v in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+        g.copy_(v.view_as(g))
 
 
 def full_state_dict(model: nn.Module, d: Dist) -> dict[str, torch.Tensor]:
@@ -282,6 +301,6 @@ def load_optimizer_state(student: nn.Module, projections: nn.Module, optimizer: 
                              options=StateDictOptions(full_state_dict=True))
 
 
-__all__ = ["Dist", "DistributedError", "Trainable", "all_gather_object", "all_reduce_mean", "all_reduce_sum_int",
+__all__ = ["Dist", "DistributedError", "Trainable", "all_gather_object", "all_reduce_grads", "all_reduce_mean", "all_reduce_sum_int",
            "broadcast_int", "env_rank", "env_world_size", "fsdp_support", "full_state_dict", "init",
            "load_full_state_dict", "load_optimizer_state", "optimizer_state", "shard_fsdp", "shutdown", "timeout_s", "wrap_ddp"]

@@ -49,6 +49,7 @@ from distillctl.data.loader import (
     check_usable,
     make_batch,
     make_loader,
+    make_stream_loader,
 )
 from distillctl.errors import DistillctlError, TrainingError
 from distillctl.interfaces import EvalContext, Teacher
@@ -108,6 +109,7 @@ class RunContext:
     local_arms: list[str] = field(default_factory=list)  # this rank's own policy choices, before rank 0's broadcast
     rank_arms: list[list[str]] = field(default_factory=list)  # every rank's arm sequence (gathered at the end)
     rank_choices: list[list[str]] = field(default_factory=list)  # every rank's own policy choices (gathered at the end)
+    replicated: list[torch.nn.Parameter] = field(default_factory=list)  # FSDP: trainable params left unsharded (0-d)
     probe_keys: list[str] = field(default_factory=list)  # the probe loss's terms (a rank with no probe batch reduces zeros)
     t_start: float = field(default_factory=time.perf_counter)
     # 0. preflight
@@ -321,7 +323,8 @@ def build_models(ctx: RunContext) -> None:
     if ctx.train["fsdp"]:  # FSDP2: each block, then the whole model, sharded over the ranks -- the teacher too
         for model, modules in ((ctx.teacher_model, t_modules), (ctx.student_model, s_modules)):
             blocks = [st.layer(i) for m in modules for st in m.stacks for i in range(st.depth)]
-            distributed.shard_fsdp(model, blocks, ctx.device)
+            scalars = distributed.shard_fsdp(model, blocks, ctx.device)
+            ctx.replicated += [p for p in scalars if p.requires_grad]  # FSDP2 cannot shard 0-d params
     ctx.emit("status", {"message": f"models built in {time.perf_counter() - t0:.1f}s"})
 
 
@@ -391,17 +394,19 @@ def build_training(ctx: RunContext) -> None:
     ctx.projections = build_projections(widths).to(ctx.device)
     if train["fsdp"]:  # each projection its own FSDP unit: one an episode leaves unused gets no gradient on any rank
         for proj in ctx.projections.values():
-            distributed.shard_fsdp(proj, [], ctx.device)
+            ctx.replicated += distributed.shard_fsdp(proj, [], ctx.device)
     ctx.objective = Objective(ctx.cfg["loss"], ctx.family, ctx.pairs, ctx.projections)
     ctx.arms = build_arms(ctx.module_names, ctx.cfg["policy"]["arms"])
     ctx.policy = registry("policy").create(ctx.cfg["policy"]["name"], arms=ctx.arms, seed=seed,
                                            **component_options(ctx.cfg["policy"], "policy"))
+    # FSDP with replicated scalars: the per-parameter loop (foreach kernels cannot mix DTensors and tensors)
     ctx.optimizer = torch.optim.AdamW(param_groups([ctx.student_model, ctx.projections], train["weight_decay"]),
-                                      lr=train["lr"], betas=(0.9, 0.98))
+                                      lr=train["lr"], betas=(0.9, 0.98), foreach=False if ctx.replicated else None)
     total_steps = train["episodes"] * train["episode_steps"]
     ctx.scheduler = torch.optim.lr_scheduler.LambdaLR(ctx.optimizer, lr_lambda(train["warmup_steps"], total_steps,
                                                                                train["min_lr_ratio"]))
-    ctx.trainable = [p for g in ctx.optimizer.param_groups for p in g["params"]]
+    replicated = {id(p) for p in ctx.replicated}  # FSDP: sharded params are clipped together (DTensor norms);
+    ctx.trainable = [p for g in ctx.optimizer.param_groups for p in g["params"] if id(p) not in replicated]
     if ctx.dist.enabled and not train["fsdp"]:  # DDP over the raw modules: the optimizer keeps the same parameters
         ctx.ddp = distributed.wrap_ddp(ctx.student_model, ctx.projections, ctx.dist, ctx.device)
 
@@ -504,6 +509,11 @@ def make_batches(ctx: RunContext) -> Iterator[Any]:
     different data and no item repeats. The loader has its own generator, so creating it draws nothing
     from the global RNG (a resumed run's restored RNG state stays exact)."""
     train, seed = ctx.train, ctx.train["seed"]
+    if getattr(ctx.train_ds, "streaming", False):  # shard streams (wds): each rank reads its own shards
+        return iter(make_stream_loader(ctx.train_ds, ctx.teacher.transform, ctx.teacher.tokenizer,
+                                       batch_size=train["batch_size"], rank=ctx.dist.rank, world_size=ctx.dist.world_size,
+                                       start_step=ctx.state.batches, steps=train["episodes"] * train["episode_steps"],
+                                       seed=seed, workers=ctx.cfg["data"]["workers"], pin_memory=ctx.device.type == "cuda"))
     stream = len(ctx.train_ds) >= HUGE
     d = ctx.dist
     # one global index stream of world x per-rank batches; rank r reads slice r of each global batch, so a
@@ -545,6 +555,8 @@ def train_step(ctx: RunContext, batch: Any, arm: tuple[str, ...], s_paths: list[
     loss = terms["total"] if weight == 1.0 else terms["total"] * weight
     ctx.optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if ctx.replicated:  # FSDP's unsharded scalars (e.g. logit_scale): average their gradients over ranks
+        distributed.all_reduce_grads(ctx.replicated, ctx.dist)
     if ctx.train["grad_clip"] > 0:
         torch.nn.utils.clip_grad_norm_(ctx.trainable, ctx.train["grad_clip"])
     ctx.optimizer.step()

@@ -251,6 +251,65 @@ def make_loader(
     )
 
 
+# --------------------------------------------------------------------------- streaming sources
+class _StreamBatches(torch.utils.data.IterableDataset):
+    """Batches of a streaming source (one with ``iter_samples``, e.g. ``wds``) for one rank.
+
+    Loader worker ``w`` of ``n`` builds the steps ``s`` with ``(s - start_step) % n == w`` from its
+    own share of the source (disjoint from every other rank's and worker's); the DataLoader hands
+    them out round-robin, so steps arrive in order. Epochs repeat until ``steps``. A resumed stream
+    re-reads and drops the batches before ``start_step`` (exact with ``data.workers = 0``, or when
+    the resume step is a multiple of the worker count; otherwise approximate)."""
+
+    def __init__(self, dataset: Any, transform: Callable[[Any], torch.Tensor], tokenizer: Tokenizer | None,
+                 batch_size: int, rank: int, world_size: int, start_step: int, steps: int | None, seed: int) -> None:
+        self.dataset, self.transform, self.collate = dataset, transform, _Collate(tokenizer)
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
+        self.start_step, self.steps, self.seed = start_step, steps, seed
+
+    def _items(self, worker: int, workers: int) -> Iterator[_Item | _Skipped]:
+        epoch = 0
+        while True:
+            empty = True
+            for index, sample in self.dataset.iter_samples(self.rank, self.world_size, worker, workers, epoch, self.seed):
+                empty = False
+                if isinstance(sample, SkipItem):
+                    yield _Skipped(index, sample.reason)
+                else:
+                    yield _Item(index, self.transform(sample.image), sample.caption, sample.label)
+            if empty:
+                raise DataError(f"{self.dataset.describe()}: rank {self.rank}, loader worker {worker} has no samples.")
+            epoch += 1
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        items = self._items(worker, workers)
+        done = sum(1 for s in range(self.start_step) if s % workers == worker)  # this worker's batches so far
+        step = self.start_step + ((worker - self.start_step) % workers)
+        for _ in range(done):  # resume: re-read and drop (the stream has no random access)
+            for _ in range(self.batch_size):
+                next(items)
+        while self.steps is None or step < self.steps:
+            yield self.collate([next(items) for _ in range(self.batch_size)])
+            step += workers
+
+
+def make_stream_loader(dataset: Any, transform: Callable[[Any], torch.Tensor], tokenizer: Tokenizer | None, *,
+                       batch_size: int, rank: int = 0, world_size: int = 1, start_step: int = 0, steps: int | None = None,
+                       seed: int = 0, workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader yielding this rank's :class:`Batch` per step from a streaming source."""
+    if workers < 0:
+        raise DataError(f"data.workers must be at least 0, got {workers} (--set data.workers=0).")
+    shards = len(getattr(dataset, "shards", ())) or None
+    units = world_size * max(workers, 1)
+    if shards is not None and shards < units:
+        raise DataError(f"{dataset.describe()}: {shards} shard(s) cannot be split over {world_size} rank(s) x "
+                        f"{max(workers, 1)} loader worker(s); use at least {units} shards or fewer workers (--set data.workers=0).")
+    return DataLoader(_StreamBatches(dataset, transform, tokenizer, batch_size, rank, world_size, start_step, steps, seed),
+                      batch_size=None, num_workers=workers, persistent_workers=workers > 0, pin_memory=pin_memory)
+
+
 # --------------------------------------------------------------------------- skip counting
 class SkipCounter:
     """Counts the distinct items skipped over a run and remembers the first reason."""
@@ -291,6 +350,15 @@ def check_usable(dataset: Dataset) -> None:
     Reads items in order until one loads; raises DataError naming the source, how many items were
     skipped and the first reason if none does.
     """
+    if getattr(dataset, "streaming", False):  # a stream: read from its start until one sample loads
+        first_reason, seen = None, 0
+        for _, sample in dataset.iter_samples(0, 1, 0, 1, 0):
+            if not isinstance(sample, SkipItem):
+                return
+            first_reason, seen = first_reason or sample.reason, seen + 1
+            if seen >= 1000:
+                break
+        raise DataError(f"{dataset.describe()}: no usable sample among the first {seen:,} (first: {first_reason}).")
     n = len(dataset)
     if n == 0:
         raise DataError(f"{dataset.describe()}: no items; check the path, the split and the file's contents.")

@@ -91,9 +91,38 @@ def folder(
     )
 
 
+def wds(
+    *,
+    split: str = "train",
+    path: str | None = None,
+    image_key: str = "jpg;png;jpeg;webp",
+    caption_key: str = "txt",
+    samples: int = 0,
+    shuffle_buffer: int = 1000,
+    val_shards: int = -1,
+    eval_samples: int = 1000,
+    seed: int = 0,
+) -> Any:
+    """webdataset tar shards, streamed ('shards/{00000..00127}.tar'; open_clip's keys); needs distillctl[wds]."""
+    from distillctl.data.wds import WdsDataset
+
+    return WdsDataset(
+        _required(path, "path", "wds", "'shards/{00000..00127}.tar'"),
+        split=split,
+        image_key=image_key,
+        caption_key=caption_key,
+        samples=samples,
+        shuffle_buffer=shuffle_buffer,
+        val_shards=val_shards,
+        eval_samples=eval_samples,
+        seed=seed,
+    )
+
+
 @hookimpl
 def register_datasets(register: Register) -> None:
     register("shapes", shapes)
     register("csv", csv, aliases=("tsv",))
     register("coco", coco)
     register("folder", folder)
+    register("wds", wds, aliases=("webdataset",))
