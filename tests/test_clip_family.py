@@ -288,6 +288,26 @@ TIMM_CFG = {
 }
 
 
+def test_timm_tower_modules_and_depth_limit() -> None:
+    """A timm ViT tower (built on the meta device: no memory, no download): its blocks are the vision
+    module; ``with_depths`` keeps its depth and says how."""
+    from distillctl.clip.family import ClipFamily
+    from distillctl.clip.models import build_clip
+    from distillctl.clip.splitter import ClipSplitter, vision_tokens
+    from distillctl.errors import DistillctlError
+
+    model = build_clip(TIMM_CFG, "meta")
+    modules = {m.name: m.stacks[0] for m in ClipSplitter().modules(model)}
+    assert (modules["vision"].name, modules["vision"].depth) == ("visual.trunk.blocks", 12)
+    assert (modules["text"].name, modules["text"].depth) == ("transformer.resblocks", 2)
+    assert vision_tokens(model)[0] == 1 + 14 * 14
+    fam = ClipFamily()
+    assert fam.with_depths(TIMM_CFG, {"vision": 12, "text": 1})["text_cfg"]["layers"] == 1
+    with pytest.raises(DistillctlError, match="student.depths.vision=12"):
+        fam.with_depths(TIMM_CFG, {"vision": 6})
+
+
+@pytest.mark.slow
 def test_timm_tower_clip_distills_text_and_exports(tmp_path: Path) -> None:
     """A timm ViT tower: layerwise terms on ``visual.trunk.blocks``; its depth stays (open_clip passes none to timm)."""
     import open_clip
