@@ -95,7 +95,8 @@ class TimmFamily:
         from distillctl_timm.splitter import TimmSplitter, is_plain
 
         cfg = normalize_config(model_config)
-        probe = build_model({**cfg, "kwargs": {**cfg["kwargs"]}}, "meta")  # architecture only: names and depths
+        groups = cfg["block_groups"] if cfg["block_groups"] and len(cfg["block_groups"]) == len(depths) else None
+        probe = build_model({**cfg, "block_groups": groups}, "meta")  # architecture only: names and depths
         modules = TimmSplitter(tuple(depths) if is_plain(probe) else ("early", "middle", "late")).modules(probe)
         names = [m.name for m in modules]
         unknown = sorted(set(depths) - set(names))

@@ -51,6 +51,7 @@ def normalize_config(cfg: dict[str, Any]) -> dict[str, Any]:
     out.setdefault("kwargs", {})
     out.setdefault("classes", None)
     out.setdefault("block_groups", None)
+    out.setdefault("img_size", None)  # input size of a model whose constructor takes none (ConvNeXt, ResNet)
     return out
 
 
@@ -73,6 +74,7 @@ def build_model(cfg: dict[str, Any], device: Any = "cpu") -> torch.nn.Module:
         raise DistillctlError(f"timm cannot build {cfg['model_name']} with {cfg['kwargs']}: {exc}") from None
     model.distillctl_classes = tuple(cfg["classes"]) if cfg["classes"] else None
     model.distillctl_block_groups = tuple(int(g) for g in cfg["block_groups"]) if cfg["block_groups"] else None
+    model.distillctl_img_size = int(cfg["img_size"]) if cfg.get("img_size") else None
     return model.to(device)
 
 
@@ -179,7 +181,10 @@ def hf_repo_of(model_name: str, tag: str | None) -> tuple[str, str | None]:
     from timm.models import get_pretrained_cfg
 
     full = f"{model_name}.{tag}" if tag else model_name
-    cfg = get_pretrained_cfg(full, allow_unregistered=False)
+    try:
+        cfg = get_pretrained_cfg(full, allow_unregistered=False)
+    except RuntimeError:  # timm: "Invalid pretrained tag (x) for arch"
+        cfg = None
     if cfg is None:
         raise WeightsError(f"timm has no pretrained tag {full!r}.",
                            hint="See timm.list_pretrained('" + model_name + "*'), or use --teacher-weights FILE or random.")
@@ -230,9 +235,16 @@ def load_timm_teacher(
         num_classes = len(classes)
     if num_classes:
         kwargs["num_classes"] = int(num_classes)
-    if img_size:
-        kwargs["img_size"] = int(img_size)
     cfg = normalize_config({"model_name": model_name, "kwargs": kwargs, "classes": list(classes) if classes else None})
+    if img_size:  # ViTs take it as an argument; for other models it only sets the input size (preprocess)
+        import inspect
+
+        with torch.device("meta"):  # the architecture only, to read its constructor's arguments
+            arch = type(build_model(cfg, "meta"))
+        if "img_size" in inspect.signature(arch.__init__).parameters:
+            cfg["kwargs"]["img_size"] = int(img_size)
+        else:
+            cfg["img_size"] = int(img_size)
     w = (weights or "random").strip()
     if w.lower() == "random":
         torch.manual_seed(0)
@@ -257,6 +269,7 @@ def load_timm_teacher(
             raise WeightsError(f"cannot load timm {full}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
         model.distillctl_classes = cfg["classes"] and tuple(cfg["classes"])
         model.distillctl_block_groups = None
+        model.distillctl_img_size = cfg["img_size"]
         what, digest = full, state_sha256(model)
     model = model.to(device).eval().requires_grad_(False)
     return Teacher(

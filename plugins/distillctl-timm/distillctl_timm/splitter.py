@@ -9,8 +9,9 @@
   returns ``[B, L, D]`` tokens (CLS / prefix tokens included: every position counts).
 
 Group sizes: a model built by this plugin carries them (``model.distillctl_block_groups``, from the
-model config's ``block_groups``, which ``with_depths`` writes for a shallower student); any other
-model is split as evenly as possible, earlier groups taking the remainder. So a student that keeps
+model config's ``block_groups``, which ``with_depths`` writes for a shallower student) and they are
+used when their count matches ``groups``; otherwise the blocks are split as evenly as possible,
+earlier groups taking the remainder. So a student that keeps
 1 of 2 blocks in ``middle`` is split the way its layer map was planned, whatever the ratios.
 """
 
@@ -89,8 +90,7 @@ class TimmSplitter:
         n = len(model.blocks)  # type: ignore[arg-type]
         sizes = getattr(model, "distillctl_block_groups", None)
         if sizes is not None and len(sizes) != len(self.groups):
-            raise DistillctlError(f"the model's blocks are in {len(sizes)} groups {list(sizes)} but splitter.groups names "
-                                  f"{len(self.groups)} ({', '.join(self.groups)}).")
+            sizes = None  # recorded for another grouping (e.g. the teacher's default three): split evenly
         sizes = list(sizes) if sizes is not None else even_split(n, len(self.groups))
         if sum(sizes) != n or min(sizes) < 1:
             raise DistillctlError(f"cannot split {n} blocks into groups {sizes} ({', '.join(self.groups)}): "
@@ -132,7 +132,7 @@ def input_size(model: torch.nn.Module) -> tuple[int, int, int]:
     from timm.data import resolve_model_data_config
 
     c, h, w = resolve_model_data_config(model)["input_size"]
-    size = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    size = getattr(getattr(model, "patch_embed", None), "img_size", None) or getattr(model, "distillctl_img_size", None)
     if size is not None:
         h, w = (int(size[0]), int(size[1])) if isinstance(size, (tuple, list)) else (int(size), int(size))
     return int(c), int(h), int(w)

@@ -27,6 +27,8 @@ def timm_model_student(teacher: Teacher, splitter: Any, *, model: str = "", kwar
     if "img_size" in t_cfg["kwargs"]:  # ViT-style students take the teacher's image size (same token grid)
         args["img_size"] = t_cfg["kwargs"]["img_size"]
     cfg = normalize_config({"model_name": model, "kwargs": {**args, **(kwargs or {})}, "classes": t_cfg["classes"]})
+    if t_cfg["img_size"] and "img_size" not in cfg["kwargs"]:
+        cfg["img_size"] = t_cfg["img_size"]  # the teacher's input size, for models that take none as an argument
     if cfg["model_name"] == t_cfg["model_name"] and t_cfg.get("block_groups") and "depth" not in (kwargs or {}):
         cfg["block_groups"] = t_cfg["block_groups"]
     try:
@@ -34,7 +36,7 @@ def timm_model_student(teacher: Teacher, splitter: Any, *, model: str = "", kwar
     except DistillctlError:
         if "img_size" not in args or "img_size" in (kwargs or {}):
             raise
-        cfg["kwargs"].pop("img_size")  # a model without an image-size argument (ConvNeXt, ResNet...)
+        cfg["img_size"] = cfg["kwargs"].pop("img_size")  # a model without an image-size argument (ConvNeXt, ResNet...)
         net = build_model(cfg, model_device(teacher.model))
     net.train()
     params = sum(p.numel() for p in net.parameters())

@@ -57,14 +57,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--patch-size", type=int, default=0, help="experiments only: override the bundled config's patch size")
     args = p.parse_args(argv)
+    config = json.loads(json.dumps(BUNDLED_CONFIG))
+    if args.patch_size:
+        config["kwargs"]["patch_size"] = args.patch_size
 
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
-    model = build_model(BUNDLED_CONFIG).train()
+    model = build_model(config).train()
     train, tf = ShapesLabelsDataset("train", seed=args.seed), make_transform(BUNDLED_PREPROCESS)
     decay = [q for n, q in model.named_parameters() if q.ndim >= 2 and "pos_embed" not in n and "token" not in n]
     no_decay = [q for n, q in model.named_parameters() if not (q.ndim >= 2 and "pos_embed" not in n and "token" not in n)]
@@ -95,16 +98,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         if step % args.log_every == 0 or step == args.steps - 1:
             rec = {"step": step, "loss": round(float(loss.detach()), 4), "lr": lr_at(step),
                    "elapsed_s": round(time.perf_counter() - t0, 1)}
-            if (step + 1) % args.eval_every == 0 or step == args.steps - 1:
+            if step % (5 * args.log_every) == 0 or step == args.steps - 1:
                 rec["val_top1"] = evaluate(model, "val", 500, args.seed)
             log.append(rec)
             print(json.dumps(rec), flush=True)
-            _save(model, args.out / "teacher.safetensors", step + 1)
+            _save(model, args.out / "teacher.safetensors", step + 1, config)
     train_s = time.perf_counter() - t0
     # 3. evaluate the fp16 file as shipped (reloaded), on the held-out splits
-    from distillctl_timm.models import load_bundled_teacher
+    from distillctl_timm.models import read_state as load_bundled_state
 
-    shipped = load_bundled_teacher(str(args.out / "teacher.safetensors")).model
+    shipped = build_model(config)
+    shipped.load_state_dict({k: v.float() for k, v in load_bundled_state(args.out / "teacher.safetensors").items()})
     metrics = {"train_seconds": round(train_s, 1), "steps": args.steps, "test_top1": evaluate(shipped, "test", 1000, args.seed),
                "val_top1": evaluate(shipped, "val", 2000, args.seed)}
     (args.out / "metrics.json").write_text(json.dumps({"metrics": metrics, "log": log, "args": vars(args)}, default=str, indent=1))
@@ -112,10 +116,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     return metrics
 
 
-def _save(model: torch.nn.Module, path: Path, step: int) -> None:
+def _save(model: torch.nn.Module, path: Path, step: int, config: dict) -> None:
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp), metadata={"model_config": json.dumps(BUNDLED_CONFIG), "step": str(step)})
+    save_file(state, str(tmp), metadata={"model_config": json.dumps(config), "step": str(step)})
     tmp.replace(path)
 
 
