@@ -46,7 +46,9 @@ def test_compare_validates_everything_before_running(tmp_path: Path) -> None:
 
 
 def test_summary_math() -> None:
-    assert parse_entries("optima, fixed-order@all,") == [("optima", "optima", None), ("fixed-order-all", "fixed-order", "all")]
+    assert parse_entries("optima, fixed-order@all,") == [("optima", "optima", None, {}), ("fixed-order-all", "fixed-order", "all", {})]
+    assert parse_entries("optima[window=50,exploration=0.5]@combinations") == [
+        ("optima[window=50,exploration=0.5]-combinations", "optima", "combinations", {"window": 50, "exploration": 0.5})]
 
     def rep(probes: list[float]) -> dict:
         return {"config": {"policy": {"name": "p", "arms": "single"}}, "arms": [{"arm": "a", "pulls": len(probes)}],
@@ -85,3 +87,18 @@ def test_simulate_bad_input() -> None:
     assert res.exit_code == 2 and "--means takes comma-separated numbers" in res.output
     res = runner.invoke(app, ["simulate", "--switch", "100:0.1,0.2"])
     assert res.exit_code == 1 and "same number of arms" in res.output
+
+
+def test_compare_policy_specs_set_options_and_write_html(tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    res = runner.invoke(app, ["compare", "--preset", "smoke", "--policies", "optima[discount=0.9]@combinations",
+                              "--seeds", "0", "--set", "eval.evaluators=[]", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((out / "compare.json").read_text())
+    (row,) = doc["rows"]
+    assert row["arms"] == "combinations" and row["policy"] == "optima"
+    report = json.loads((out / "optima-discount=0.9-combinations" / "seed0" / "report.json").read_text())
+    assert report["config"]["policy"]["discount"] == 0.9
+    assert len(row["curves"]) == 1 and len(row["curves"][0]) == len(report["episodes"]) + 1
+    html = (out / "compare.html").read_text()
+    assert "<svg" in html and "optima" in html

@@ -18,15 +18,27 @@ import typer
 from distillctl.cli._common import console
 
 
-def parse_entries(text: str) -> list[tuple[str, str, str | None]]:
-    """``optima,uniform,fixed-order@all`` -> [(label, policy, arms or None)]."""
+def parse_entries(text: str) -> list[tuple[str, str, str | None, dict[str, Any]]]:
+    """``optima[window=50]@combinations,uniform,fixed-order@all`` -> [(label, policy, arms or None, options)].
+
+    ``NAME[key=value,...]`` sets policy options (the spec syntax ``simulate`` reads too, see
+    :func:`distillctl.policies.parse_policy_spec`); ``@ARMS`` sets the arm set.
+    """
+    from distillctl.errors import UsageError
+    from distillctl.policies import parse_policy_spec, split_policy_specs
+
     out = []
-    for raw in text.split(","):
-        raw = raw.strip()
-        if not raw:
-            continue
-        policy, _, arms = raw.partition("@")
-        out.append((raw.replace("@", "-"), policy, arms or None))
+    labels: set[str] = set()
+    for raw in split_policy_specs(text):
+        tail = raw.rpartition("]")[2] if "]" in raw else raw  # '@' after the options (or anywhere without them)
+        at = "@" in tail
+        spec, arms = (raw[: len(raw) - len(tail)] + tail.partition("@")[0], tail.partition("@")[2]) if at else (raw, "")
+        policy, options = parse_policy_spec(spec)
+        label = raw.replace("@", "-")
+        if label in labels:
+            raise UsageError(f"--policies lists {raw!r} twice.")
+        labels.add(label)
+        out.append((label, policy, (arms or None) if at else None, options))
     return out
 
 
@@ -64,6 +76,9 @@ def summarize(runs: dict[str, list[dict[str, Any]]], target: float | None) -> di
             for a in r["arms"]:
                 pulls[a["arm"]] = pulls.get(a["arm"], 0) + a["pulls"]
         row["pulls"] = pulls
+        # probe-loss curve of every seed (initial loss first): compare.html draws them
+        row["curves"] = [[r["initial_probe"]["total"], *(e["probe"]["total"] for e in r["episodes"])] for r in reps]
+        row["curve_steps"] = [0, *(e["step"] for e in reps[0]["episodes"])]
         rows.append(row)
     return {"target_probe_loss": target, "rows": rows}
 
@@ -90,7 +105,7 @@ def markdown(summary: dict[str, Any]) -> str:
 def register(app: typer.Typer) -> None:
     @app.command(rich_help_panel="Distillation")
     def compare(
-        policies: Annotated[str, typer.Option(help="Comma-separated policies; NAME@ARMS sets the arm set, e.g. fixed-order@all.")] = "optima,uniform,fixed-order,fixed-order@all",
+        policies: Annotated[str, typer.Option(help="Comma-separated policies: NAME[key=value,...]@ARMS, e.g. optima[window=50], fixed-order@all.")] = "optima,optima@combinations,uniform,fixed-order,fixed-order@all",
         seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
         preset: Annotated[str, typer.Option("--preset", "-p", help="Preset every run starts from.")] = "quickstart",
         set_: Annotated[list[str] | None, typer.Option("--set", help="section.key=value for every run (repeatable).")] = None,
@@ -116,10 +131,11 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--out {out} already holds a comparison; pass --overwrite or choose another --out.")
         # validate every configuration before the first run starts
         configs = {}
-        for label, policy, arms in entries:
+        for label, policy, arms, options in entries:
             for seed in seed_list:
                 flags = {"policy": {"name": policy, "arms": arms}, "train": {"seed": seed}}
-                configs[(label, seed)] = build_config(preset, flags, list(set_ or []))[0]
+                sets = [*(set_ or []), *(f"policy.{k}={_toml(v)}" for k, v in options.items())]
+                configs[(label, seed)] = build_config(preset, flags, sets)[0]
 
         from distillctl import engine
 
@@ -128,12 +144,15 @@ def register(app: typer.Typer) -> None:
         for i, ((label, seed), cfg) in enumerate(configs.items(), 1):
             if not quiet:
                 con.print(f"[bold]run {i}/{len(configs)}[/bold]: {label}, seed {seed}")
-            report = engine.run(cfg, out / label / f"seed{seed}", overwrite=overwrite)
+            report = engine.run(cfg, out / _folder(label) / f"seed{seed}", overwrite=overwrite)
             runs.setdefault(label, []).append(report)
         summary = summarize(runs, target)
         out.mkdir(parents=True, exist_ok=True)
         (out / "compare.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
         (out / "compare.md").write_text(markdown(summary), encoding="utf-8")
+        from distillctl.report import render_compare_html
+
+        (out / "compare.html").write_text(render_compare_html({**summary, "preset": preset, "seeds": seed_list}), encoding="utf-8")
 
         metrics = sorted({k for r in summary["rows"] for k in r["eval"]})
         if con.width < 120:  # the headline metrics fit a narrow terminal; compare.md has them all
@@ -145,4 +164,18 @@ def register(app: typer.Typer) -> None:
             table.add_row(r["label"], _pm(r["final_probe"]), f"{_pm(r['steps_to_target'])} ({r['reached']})",
                           *(_pm(r["eval"].get(k, (None, None)), 3) for k in metrics))
         con.print(table)
-        con.print(f"wrote {out}/compare.json and compare.md", highlight=False)
+        con.print(f"wrote {out}/compare.json, compare.md and compare.html", highlight=False)
+
+
+def _toml(value: Any) -> str:
+    """A policy option as a ``--set`` value (TOML literal)."""
+    from distillctl.config import dumps_toml
+
+    return dumps_toml({"x": {"v": value}}).splitlines()[1].split(" = ", 1)[1]
+
+
+def _folder(label: str) -> str:
+    """A run folder name for a compare label (``optima[window=50]@all`` -> ``optima-window=50-all``)."""
+    import re
+
+    return re.sub(r"-+", "-", re.sub(r"[^A-Za-z0-9=._+-]+", "-", label)).strip("-")

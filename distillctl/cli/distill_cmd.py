@@ -250,71 +250,7 @@ def run_with_display(cfg: dict[str, Any], out_dir: Path, *, overwrite: bool, qui
     progress.stop()
     if not main:
         return report
-    print_summary(report, out_dir, quiet=quiet)
+    from distillctl.report import print_run_summary
+
+    print_run_summary(report, out_dir, quiet=quiet)
     return report
-
-
-def print_summary(report: dict[str, Any], out_dir: Path, *, quiet: bool) -> None:
-    from rich.table import Table
-
-    from distillctl.report import eval_rows, fmt, human_params, sparkline
-
-    con = console()
-    rows = eval_rows(report)
-    r1 = next(((s, t) for k, s, t, _ in rows if k == "i2t_r1"), None)
-    if quiet:
-        line = f"wrote {out_dir}/student.safetensors ({report['sizes']['student_file_bytes'] / 1e6:.2f} MB)"
-        if r1 and r1[1]:
-            line += f"; i2t R@1 student {r1[0]:.3f} vs teacher {r1[1]:.3f} ({r1[0] / r1[1]:.0%})"
-        con.print(line, highlight=False)
-        if report["skipped"]["summary"]:
-            con.print(report["skipped"]["summary"], highlight=False)
-        return
-
-    arms = Table(title="Arms", title_justify="left")
-    arms.add_column("arm")
-    arms.add_column("pulls", justify="right")
-    arms.add_column("mean reward", justify="right")
-    arms.add_column("timeline")
-    timeline = [e["arm"] for e in report["episodes"]]
-    for a in report["arms"]:
-        marks = "".join("█" if x == a["arm"] else "·" for x in timeline)
-        arms.add_row(a["arm"], str(a["pulls"]), fmt(a["mean_reward"]), marks)
-    con.print(arms)
-
-    losses = Table(title="Probe loss (held-out, all modules)", title_justify="left")
-    losses.add_column("term")
-    losses.add_column("start", justify="right")
-    losses.add_column("end", justify="right")
-    for k, v in report["initial_probe"].items():
-        losses.add_row(k, fmt(v), fmt(report["final_probe"].get(k)))
-    losses.caption = "total: " + sparkline([report["initial_probe"]["total"]] + [e["probe"]["total"] for e in report["episodes"]])
-    con.print(losses)
-
-    sizes = report["sizes"]
-    size = Table(title="Size", title_justify="left")
-    size.add_column("")
-    size.add_column("parameters", justify="right")
-    size.add_column("file", justify="right")
-    size.add_row("teacher", human_params(sizes["teacher_params"]), "-")
-    size.add_row("student", human_params(sizes["student_params"]),
-                 f"{sizes['student_file_bytes'] / 1e6:.2f} MB ({sizes['export_dtype']})")
-    size.add_row("compression", f"{sizes['compression']:.2f}×", "")
-    con.print(size)
-
-    if rows:
-        ev = Table(title=f"Evaluation ({report['config']['data']['name']} {report['config']['eval']['split']} split)",
-                   title_justify="left")
-        for c in ("metric", "student", "teacher", "student / teacher"):
-            ev.add_column(c, justify="left" if c == "metric" else "right")
-        for k, s, t, r in rows:
-            ev.add_row(k, fmt(s), fmt(t), f"{r:.0%}" if r is not None else "-")
-        con.print(ev)
-    if r1 and r1[1]:
-        con.print(f"image→text R@1: student [bold]{r1[0]:.3f}[/bold] vs teacher [bold]{r1[1]:.3f}[/bold] "
-                  f"({r1[0] / r1[1]:.0%} of the teacher)")
-    if report["skipped"]["summary"]:
-        con.print(f"[yellow]{report['skipped']['summary']}[/yellow]")
-    t = report["timings"]
-    con.print(f"[green]done[/green] in {t['total_s']:.1f}s ({t['samples_per_s']:.0f} samples/s): "
-              f"{out_dir}/student.safetensors, report.json, report.md, run.toml")
