@@ -77,8 +77,9 @@ def summarize(runs: dict[str, list[dict[str, Any]]], target: float | None) -> di
                 pulls[a["arm"]] = pulls.get(a["arm"], 0) + a["pulls"]
         row["pulls"] = pulls
         # probe-loss curve of every seed (initial loss first): compare.html draws them
-        row["curves"] = [[r["initial_probe"]["total"], *(e["probe"]["total"] for e in r["episodes"])] for r in reps]
-        row["curve_steps"] = [0, *(e["step"] for e in reps[0]["episodes"])]
+        row["curves"] = [[r.get("initial_probe", {}).get("total", float("nan")), *(e["probe"]["total"] for e in r["episodes"])]
+                         for r in reps]
+        row["curve_steps"] = [0, *(e.get("step", i + 1) for i, e in enumerate(reps[0]["episodes"]))]
         rows.append(row)
     return {"target_probe_loss": target, "rows": rows}
 
