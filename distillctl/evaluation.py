@@ -503,8 +503,34 @@ def tokenize_captions(captions: dict[Any, list[str]], tokenization: str = "auto"
     if use_ptb:
         from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-        return PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()}), "ptb (Java)"
+        with _quiet_fd(2):  # Java prints "PTBTokenizer tokenized N tokens ..." on stderr
+            tokens = PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()})
+        return tokens, "ptb (Java)"
     return {k: [python_tokenize(c) for c in v] for k, v in captions.items()}, PYTHON_TOKENISATION
+
+
+class _quiet_fd:
+    """Send an OS-level file descriptor (a child process's output) to /dev/null for a ``with`` block."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __enter__(self) -> None:
+        import os
+        import sys
+
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        self.saved = os.dup(self.fd)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, self.fd)
+        os.close(null)
+
+    def __exit__(self, *exc: object) -> None:
+        import os
+
+        os.dup2(self.saved, self.fd)
+        os.close(self.saved)
 
 
 def coco_caption_scores(references: dict[Any, list[str]], hypotheses: dict[Any, str],
