@@ -293,6 +293,10 @@ class CocoDataset:
     def __len__(self) -> int:
         return len(self.entries)
 
+    def image_id(self, index: int) -> Any:
+        """The COCO image id of an item (COCO-format caption results)."""
+        return self.entries[index][0]
+
     def __getitem__(self, index: int) -> Sample:
         image_id, file_name, captions = self.entries[index]
         path = self.root / file_name
@@ -330,9 +334,13 @@ class FolderDataset:
         recursive: bool = True,
         val_fraction: float = 0.05,
         test_fraction: float = 0.05,
+        captions: str = "txt",
     ) -> None:
         self.root = Path(root).expanduser()
         self.split = split
+        if captions not in ("txt", "label"):
+            raise DataError(f"data.captions must be 'txt' (same-name .txt files) or 'label' (the class folder name), got {captions!r}.")
+        self.captions = captions
         if not self.root.exists():
             raise DataError(f"image folder not found: {self.root} (check the path or set --set data.path=DIR).")
         if not self.root.is_dir():
@@ -343,6 +351,7 @@ class FolderDataset:
             key=lambda p: p.relative_to(self.root).as_posix(),
         )
         self.total = len(files)
+        self.all_files = files
         self.files = [files[i] for i in split_range(len(files), split, val_fraction, test_fraction)]
 
     def __len__(self) -> int:
@@ -350,6 +359,11 @@ class FolderDataset:
 
     def __getitem__(self, index: int) -> Sample:
         path = self.files[index]
+        if self.captions == "label":  # an ImageFolder of class subfolders (zero-shot): the class is the caption
+            label = self._label(path)
+            if label is None:
+                raise SkipItem(f"{path}: not in a class subfolder (data.captions=label)")
+            return Sample(image=load_image(path), caption=label.rsplit("/", 1)[-1].replace("_", " "), label=label)
         txt = path.with_suffix(".txt")
         if not txt.is_file():
             raise SkipItem(f"{path}: no caption file {txt.name}")
@@ -362,5 +376,75 @@ class FolderDataset:
         label = parent if parent != "." else None
         return Sample(image=load_image(path), caption=caption, label=label, captions=[caption])
 
+    def _label(self, path: Path) -> str | None:
+        parent = path.parent.relative_to(self.root).as_posix()
+        return parent if parent != "." else None
+
+    def classes(self) -> list[str]:
+        """Every class (subfolder label) of the folder, all splits, sorted: class index order for zero-shot."""
+        return sorted({lab for p in self.all_files if (lab := self._label(p)) is not None})
+
     def describe(self) -> str:
         return f"folder {self.root} (split {self.split}: {_fmt(len(self))} of {_fmt(self.total)} images)"
+
+
+# --------------------------------------------------------------------------- karpathy
+class KarpathyDataset:
+    """A Karpathy split file (``dataset_coco.json``, ``dataset_flickr30k.json``): one item per image of the
+    chosen split with all its sentences -- the COCO 5k / Flickr30k 1k retrieval test sets.
+
+    ``{"images": [{"filename", "filepath"?, "split": "train|val|test|restval", "sentences": [{"raw"}],
+    "cocoid"|"imgid"?}]}``; an image is ``images/filepath/filename`` (``filepath`` as given, e.g. ``val2014``).
+    Split ``all`` is every image, ``train`` includes ``restval``.
+    """
+
+    name = "karpathy"
+
+    def __init__(self, annotations: str | Path, images: str | Path | None = None, split: str = "test") -> None:
+        self.path = _require_file(annotations, "Karpathy split file", "path")
+        if split not in ("all", "train", "val", "test", "restval"):
+            raise DataError(f"unknown split {split!r} for a Karpathy split file; valid splits: all, train, val, test, restval.")
+        self.split = split
+        self.root = Path(images).expanduser() if images is not None else self.path.parent
+        if not self.root.is_dir():
+            raise DataError(f"Karpathy image folder not found: {self.root} (set --set data.images=DIR).")
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8-sig"))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{self.path}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+                            "expected a Karpathy split file (dataset_coco.json).") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"cannot read {self.path}: {type(exc).__name__}.") from None
+        where = f"{self.path}: not a Karpathy split file"
+        if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+            raise DataError(f"{where}: expected an object with an 'images' list.")
+        wanted = {"train": ("train", "restval")}.get(split, (split,))
+        self.entries: list[tuple[Any, str, list[str]]] = []
+        for i, img in enumerate(data["images"]):
+            if not isinstance(img, dict) or not isinstance(img.get("filename"), str) or not isinstance(img.get("sentences"), list):
+                raise DataError(f"{where}: images[{i}] has no 'filename' and 'sentences' (got {_short(img)}).")
+            if split != "all" and img.get("split") not in wanted:
+                continue
+            caps = [" ".join(str(s.get("raw", "")).split()) for s in img["sentences"] if isinstance(s, dict)]
+            rel = f"{img['filepath']}/{img['filename']}" if img.get("filepath") else img["filename"]
+            image_id = img.get("cocoid", img.get("imgid", i))
+            self.entries.append((image_id, rel, [c for c in caps if c]))
+        self.total = len(data["images"])
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def image_id(self, index: int) -> Any:
+        """The COCO id (``cocoid``) or Flickr ``imgid`` of an item, for COCO-format results."""
+        return self.entries[index][0]
+
+    def __getitem__(self, index: int) -> Sample:
+        _, rel, captions = self.entries[index]
+        path = self.root / rel
+        if not captions:
+            raise SkipItem(f"{path}: empty caption (no sentences)")
+        return Sample(image=load_image(path), caption=captions[0], label=None, captions=list(captions))
+
+    def describe(self) -> str:
+        return (f"karpathy {self.path} (images in {self.root}; split {self.split}: "
+                f"{_fmt(len(self))} of {_fmt(self.total)} images)")

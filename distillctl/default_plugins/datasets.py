@@ -78,8 +78,10 @@ def folder(
     recursive: bool = True,
     val_fraction: float = 0.05,
     test_fraction: float = 0.05,
+    captions: str = "txt",
 ) -> Any:
-    """Folder of images with same-name .txt captions; subfolder names become labels."""
+    """Folder of images with same-name .txt captions; subfolder names become labels (captions=label: an
+    ImageFolder of classes, for zero-shot)."""
     from distillctl.data.files import FolderDataset
 
     return FolderDataset(
@@ -88,7 +90,15 @@ def folder(
         recursive=recursive,
         val_fraction=val_fraction,
         test_fraction=test_fraction,
+        captions=captions,
     )
+
+
+def karpathy(*, split: str = "test", path: str | None = None, images: str | None = None) -> Any:
+    """Karpathy split file (dataset_coco.json / dataset_flickr30k.json): COCO 5k / Flickr30k 1k test sets, all captions."""
+    from distillctl.data.files import KarpathyDataset
+
+    return KarpathyDataset(_required(path, "path", "karpathy", "dataset_coco.json"), images=images, split=split)
 
 
 def wds(
@@ -125,4 +135,5 @@ def register_datasets(register: Register) -> None:
     register("csv", csv, aliases=("tsv",))
     register("coco", coco)
     register("folder", folder)
+    register("karpathy", karpathy)
     register("wds", wds, aliases=("webdataset",))
