@@ -101,9 +101,11 @@ def open_clip_config(variant: str) -> tuple[dict[str, Any], dict[str, Any], str]
         if cfg is None:
             names = open_clip.list_models()
             near = difflib.get_close_matches(spec, names, n=5, cutoff=0.6)
+            coca = [n for n in names if "multimodal_cfg" in (open_clip.get_model_config(n) or {})]
             raise ConfigError([f"open_clip has no model config {spec!r}"
                                + (f" (did you mean: {', '.join(near)}?)" if near else "")
-                               + "; `python -c 'import open_clip; print(open_clip.list_models())'` lists them"])
+                               + f"; CoCa configs: {', '.join(coca)}; CLIP configs: ViT-B-32, ViT-B-16, ViT-L-14 and "
+                               "more (open_clip.list_models())"])
         return copy.deepcopy(cfg), {}, spec
     p = Path(spec).expanduser()
     if p.is_dir():
