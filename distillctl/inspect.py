@@ -188,8 +188,12 @@ def _describe(model: Any, splitter: Any, teacher: Any, family: Any, batch: int) 
 
 
 def _memory(student_desc: dict[str, Any], teacher_params: int, trainable: int, tapped: list[tuple[int, int]],
-            logits_numel: int | None, batch: int) -> dict[str, Any]:
-    """The estimate in the module docstring; ``tapped`` = (tokens, width) of each teacher layer in a pair."""
+            logits_numel: int | None, batch: int, probe_batches: int = 2) -> dict[str, Any]:
+    """The estimate in the module docstring; ``tapped`` = (tokens, width) of each teacher layer in a pair.
+
+    ``probe_cache``: the probe set's cached teacher outputs (every paired teacher layer's hidden states
+    and the caption logits, per probe batch of ``batch`` samples), on the device with
+    ``train.probe_cache = "device"`` (the default); ``"host"`` keeps them in pinned host memory."""
     act_elems = 0
     unknown = False
     for m in student_desc["modules"]:
@@ -202,13 +206,14 @@ def _memory(student_desc: dict[str, Any], teacher_params: int, trainable: int, t
             act_elems += s["layers"] * per_block
     tapped_elems = sum(batch * L * D for L, D in tapped)
     logits_bytes = 4 * 4 * logits_numel if logits_numel else 0
-    out: dict[str, Any] = {"batch_size": batch, "complete": not unknown}
+    out: dict[str, Any] = {"batch_size": batch, "complete": not unknown, "probe_batches": probe_batches}
     for precision, b, tw in (("fp32", 4, 4), ("bf16", 2, 2)):
         parts = {
             "weights": tw * teacher_params + 4 * trainable,
             "grads": 4 * trainable,
             "optimizer": 8 * trainable,
             "activations": b * (act_elems + tapped_elems) + logits_bytes,
+            "probe_cache": b * probe_batches * (tapped_elems + (logits_numel or 0)),
         }
         total = sum(parts.values())
         out[precision] = {**parts, "total": total, "total_gib": round(total / GIB, 2)}
@@ -291,7 +296,8 @@ def inspect_document(teacher_name: str, student_name: str | None, overrides: lis
     doc["memory"]["formula"] = (
         "weights fp32 4*(P_t+P) | bf16 2*P_t+4*P; grads 4*P; AdamW 8*P; activations b*(sum over student blocks "
         "B*L*(16*D + h*L_kv) [+2*B*L_kv*D cross-attn] + sum over tapped teacher layers B*L*D_t) + 16*B*L_out*V "
-        "(caption logits, fp32); P = student + projection params, b = 4 (fp32) or 2 (bf16)"
+        "(caption logits, fp32); probe_cache b*probe_batches*(sum over tapped teacher layers B*L*D_t + B*L_out*V) "
+        "(0 on the device with train.probe_cache=host); P = student + projection params, b = 4 (fp32) or 2 (bf16)"
     )
     return doc
 

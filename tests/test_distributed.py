@@ -151,7 +151,7 @@ def test_two_ranks_match_one_rank(two_rank_run: tuple[Path, dict, float], tmp_pa
     from distillctl.plugins import registry
 
     family = registry("family").create(two["family"])
-    loaded = family.load(two_rank_run[0] / "run")
+    loaded = family.load(two_rank_run[0] / "run" / "student.safetensors")
     assert sum(p.numel() for p in loaded.model.parameters()) == two["student"]["params"]
 
 

@@ -108,11 +108,12 @@ def render(doc: dict[str, Any]) -> None:
     mt = Table(title=f"estimated training memory, batch {mem['batch_size']} (student: {mem['student']})", title_justify="left",
                caption=mem["formula"], caption_justify="left")
     mt.add_column("precision", style="bold")
-    for col in ("weights", "grads", "AdamW", "activations", "total"):
+    for col in ("weights", "grads", "AdamW", "activations", "probe cache", "total"):
         mt.add_column(col, justify="right")
     for precision in ("fp32", "bf16"):
         r = mem[precision]
-        mt.add_row(precision, *(f"{r[k] / GIB:,.2f} GiB" for k in ("weights", "grads", "optimizer", "activations", "total")))
+        mt.add_row(precision, *(f"{r[k] / GIB:,.2f} GiB" for k in ("weights", "grads", "optimizer", "activations",
+                                                                    "probe_cache", "total")))
     out.print(mt)
     if not mem["complete"]:
         out.print("[yellow]activations: no dummy forward for this model, block activations not counted[/yellow]")
