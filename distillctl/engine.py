@@ -14,8 +14,14 @@ each reading and filling one typed :class:`RunContext`::
 
 The engine is model-agnostic: it never imports a model library. Everything that depends on what
 the model is -- inputs, forward, task loss, logit-level KD terms, position masks, export -- comes from
-the run's **family** (:class:`distillctl.interfaces.Family`). One cleanup rule, here and nowhere
-else (:func:`_out_dir_guard`): a failure before export removes only what this run created (a
+the run's **family** (:class:`distillctl.interfaces.Family`).
+
+Under ``torchrun`` (:mod:`distillctl.distributed`) the same phases run on every rank: each rank
+trains on its slice of every global batch (student + projections under DDP, or FSDP2 with
+``train.fsdp``), rank 0 picks the arm and broadcasts it, the probe loss and train terms are averaged
+over ranks (every rank gets the same reward), and only rank 0 owns ``out_dir`` and writes.
+
+One cleanup rule, here and nowhere else (:func:`_out_dir_guard`): a failure before export removes only what this run created (a
 resumable checkpoint is kept); a failure after export keeps the student and records the error in
 ``report.json``. Library code only: raises DistillctlError subclasses, never prints (progress goes to
 ``on_event``).
@@ -286,7 +292,7 @@ def preflight(ctx: RunContext) -> None:
     name = ctx.cfg["data"]["name"]
     ctx.train_ds = datasets.create(name, split="train", **data_opts)
     check_usable(ctx.train_ds)
-    check_batch_size(ctx.train_ds, train["batch_size"])
+    check_batch_size(ctx.train_ds, train["batch_size"] * ctx.dist.world_size)  # one global batch of distinct items
     try:  # held-out data for the probe: the source's ``val`` split (every built-in has one)
         ctx.probe_ds = datasets.create(name, split="val", **data_opts)
     except DistillctlError:
