@@ -330,11 +330,14 @@ def preflight_teacher(cfg: dict[str, Any]) -> None:
     from distillctl.plugins import registry
     from distillctl.registry import plugin_errors
 
-    entry = registry("teacher").get(cfg["teacher"]["name"])
+    found = registry("teacher").resolve(cfg["teacher"]["name"])
+    assert found is not None
+    entry, variant = found
     check = getattr(entry.factory, "preflight", None)
     if check is not None:
+        extra = {"variant": variant} if variant is not None else {}  # prefix entries (timm:NAME) get their variant
         with plugin_errors(entry, "preflight", name=cfg["teacher"]["name"]):
-            check(weights=cfg["teacher"].get("weights"), **component_options(cfg["teacher"], "teacher"))
+            check(weights=cfg["teacher"].get("weights"), **extra, **component_options(cfg["teacher"], "teacher"))
 
 
 def load_toml(path: Path) -> dict[str, Any]:

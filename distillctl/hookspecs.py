@@ -53,7 +53,8 @@ def register_teachers(register: Register) -> None:
 
     Optional: ``factory.preflight(weights=..., **options)``, a cheap check that imports no torch,
     called before anything heavy is imported or built, so that weights that cannot be had fail
-    in a second with one line (the built-in ``coca-large`` uses it for offline tags).
+    in a second with one line (the built-in ``coca-large`` uses it for offline tags). A prefix
+    entry's preflight also gets ``variant=`` (``timm:vit_small`` -> ``variant="vit_small"``).
     """
 
 

@@ -32,10 +32,10 @@ BUNDLED_FILE = Path(__file__).with_name("teacher.safetensors")
 BUNDLED_NAME = "timm-shapes-vit"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
 
-# The bundled teacher: a timm ViT-Tiny shrunk to 32 px shapes (patch 4 -> 8x8 tokens + CLS).
+# The bundled teacher: a timm ViT-Tiny shrunk to 32 px shapes (patch 8 -> 4x4 tokens + CLS).
 BUNDLED_CONFIG: dict[str, Any] = {
     "model_name": "vit_tiny_patch16_224",
-    "kwargs": {"img_size": 32, "patch_size": 4, "embed_dim": 64, "depth": 6, "num_heads": 2, "mlp_ratio": 2.0,
+    "kwargs": {"img_size": 32, "patch_size": 8, "embed_dim": 64, "depth": 6, "num_heads": 2, "mlp_ratio": 2.0,
                "num_classes": 5, "global_pool": "avg"},
     "classes": ["circle", "square", "triangle", "diamond", "star"],
     "block_groups": [2, 2, 2],

@@ -99,11 +99,11 @@ def test_hierarchical_model_stages_and_students() -> None:
     x = torch.zeros(2, 3, 32, 32)
     assert narrow.model(x).shape == (2, 5)
     vit = registry("student").create("timm-model", teacher=_teacher(), splitter=splitter, model="vit_tiny_patch16_224",
-                                      kwargs={"patch_size": 4, "embed_dim": 32, "depth": 3, "num_heads": 2})
+                                      kwargs={"patch_size": 8, "embed_dim": 32, "depth": 3, "num_heads": 2})
     with pytest.raises(DistillctlError, match="do not match the teacher's"):
         splitter.check_compatible(teacher.model, vit.model)  # ConvNeXt stages vs ViT groups
     bad = registry("student").create("timm-model", teacher=_teacher(), splitter=splitter, model="vit_tiny_patch16_224",
-                                      kwargs={"patch_size": 8, "embed_dim": 32, "depth": 3, "num_heads": 2})
+                                      kwargs={"patch_size": 4, "embed_dim": 32, "depth": 3, "num_heads": 2})
     with pytest.raises(DistillctlError, match="same token grid"):
         splitter.check_compatible(_teacher().model, bad.model)
     assert family.with_depths(teacher.model_config, {"stage1": 1})["kwargs"]["depths"] == [2, 1, 2, 2]
