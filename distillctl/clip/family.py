@@ -31,7 +31,7 @@ class ClipFamily:
     """open_clip CLIP: task = contrastive (ClipLoss / SigLipLoss); KD = similarity-matrix KL + embedding cosine."""
 
     name = "clip"
-    evaluators: tuple[str, ...] = ("retrieval", "efficiency")
+    evaluators: tuple[str, ...] = ("retrieval", "zeroshot", "fidelity", "efficiency")
 
     def __init__(self, contrastive_kd_weight: float = 1.0, embedding_kd_weight: float = 1.0) -> None:
         from open_clip.loss import ClipLoss, SigLipLoss
