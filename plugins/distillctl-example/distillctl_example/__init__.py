@@ -12,7 +12,7 @@ The factory's keyword parameters (``discount``, ``c``) are the policy's options:
 
 Try it::
 
-    distillctl simulate --policy discounted-ucb
+    distillctl simulate --policies optima,discounted-ucb
     distillctl distill --preset smoke --policy discounted-ucb --set policy.discount=0.9
 """
 
