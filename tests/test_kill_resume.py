@@ -232,15 +232,16 @@ def test_resume_is_bit_exact_for_a_student_with_dropout(tmp_path: Path, use_plug
 
     use_plugins(plugin("dropout", register_students=lambda register: register("dropout-subset", dropout_subset)))
     cfg, _ = build_config("smoke", {"student": {"name": "dropout-subset"}},
-                          ["eval.evaluators=[]", "train.episodes=4", "train.checkpoint_every=1"])
+                          ["eval.evaluators=[]", "train.episodes=3", "train.episode_steps=1", "train.batch_size=4",
+                           "train.checkpoint_every=1"])
     straight = engine.run(cfg, tmp_path / "straight")
 
-    def crash_in_episode_3(kind: str, payload: dict) -> None:
+    def crash_after_episode_2(kind: str, payload: dict) -> None:  # before its checkpoint: resume from episode 1
         if kind == "episode" and payload["episode"] == 2:
             raise _Crash
 
     with pytest.raises(_Crash):
-        engine.run(cfg, tmp_path / "crashed", on_event=crash_in_episode_3)
+        engine.run(cfg, tmp_path / "crashed", on_event=crash_after_episode_2)
     torch.manual_seed(12345)  # whatever the process did in between must not matter
     resumed = engine.run(cfg, tmp_path / "crashed", resume=True)
     assert [(e["arm"], e["reward"]) for e in resumed["episodes"]] == [(e["arm"], e["reward"]) for e in straight["episodes"]]
