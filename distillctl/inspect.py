@@ -220,7 +220,8 @@ def _memory(student_desc: dict[str, Any], teacher_params: int, trainable: int, t
     return out
 
 
-def inspect_document(teacher_name: str, student_name: str | None, overrides: list[str], batch_size: int) -> dict[str, Any]:
+def inspect_document(teacher_name: str, student_name: str | None, overrides: list[str], batch_size: int,
+                     probe_batches: int = 2) -> dict[str, Any]:
     """The data behind the table and ``--json``."""
     from distillctl.layerwise import build_projections, layer_pairs
     from distillctl.plugins import registry
@@ -286,12 +287,12 @@ def inspect_document(teacher_name: str, student_name: str | None, overrides: lis
         tapped = [
             (tokens.get(tp.rsplit(".", 1)[0]) or 0, widths[sp][1]) for ps in pairs.values() for sp, tp in ps
         ]
-        doc["memory"] = _memory(s_desc, t_desc["params"], trainable, tapped, s_logits, batch_size)
+        doc["memory"] = _memory(s_desc, t_desc["params"], trainable, tapped, s_logits, batch_size, probe_batches)
         doc["memory"]["student"] = student_name
     else:
         # no student: estimate for a full-depth copy of the teacher (layer-subset's default)
         tapped = [(s["tokens"] or 0, s["width"]) for m in t_desc["modules"] for s in m["stacks"] for _ in range(s["layers"])]
-        doc["memory"] = _memory(t_desc, t_desc["params"], t_desc["params"], tapped, t_logits, batch_size)
+        doc["memory"] = _memory(t_desc, t_desc["params"], t_desc["params"], tapped, t_logits, batch_size, probe_batches)
         doc["memory"]["student"] = "none given: a full-depth copy of the teacher"
     doc["memory"]["formula"] = (
         "weights fp32 4*(P_t+P) | bf16 2*P_t+4*P; grads 4*P; AdamW 8*P; activations b*(sum over student blocks "
