@@ -346,3 +346,18 @@ def test_bad_input_is_refused_in_a_few_lines_and_loses_nothing(case: Case, tmp_p
     assert 1 <= len(lines) <= case.max_lines, text
     assert case.expect in text, text
     assert _hash_tree(out) == before, "the existing --out changed"
+
+
+def test_a_full_disk_is_one_line_before_any_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from distillctl import engine
+
+    def no_models(*a: object, **k: object) -> None:
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(engine, "build_models", no_models)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 4096, 4096))  # type: ignore[attr-defined]
+    result = CliRunner().invoke(app, ["distill", *SMOKE, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "MiB free" in result.output and "Traceback" not in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
