@@ -151,3 +151,33 @@ def test_distill_on_wds_under_torchrun(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["distributed"]["world_size"] == 2 and report["distributed"]["global_batch"] == 8
     assert report["skipped"]["count"] == 1
+
+
+READER = """
+import json, os, sys
+import torch
+from distillctl.data.loader import make_stream_loader
+from distillctl.data.wds import WdsDataset
+rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+ds = WdsDataset(sys.argv[1], split="all", shuffle_buffer=4)
+loader = make_stream_loader(ds, lambda im: torch.zeros(3, 4, 4), None, batch_size=3, rank=rank, world_size=world,
+                            steps=4, workers=int(sys.argv[3]))
+read = [i for b in loader for i in [*b.indices, *(j for j, _ in b.skipped)]]
+json.dump(read, open(os.path.join(sys.argv[2], f"rank{rank}.json"), "w"))
+"""
+
+
+@pytest.mark.slow
+def test_no_sample_read_by_both_ranks_under_torchrun(tmp_path: Path) -> None:
+    """Must-hold 7: the real loader in 2 torchrun processes (with 2 loader workers each: 4 units over
+    4 shards): one epoch of every rank's reads, and no sample read by both ranks."""
+    pattern = make_shards(tmp_path)
+    (tmp_path / "reader.py").write_text(READER)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "reader.py", pattern,
+           str(tmp_path), "2"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reads = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert all(len(r) == 4 * 3 == len(set(r)) for r in reads)  # 4 steps x 3 = one epoch of this rank's 2 shards
+    assert not set(reads[0]) & set(reads[1])
+    assert len(set(reads[0]) | set(reads[1])) == SHARDS * PER_SHARD
