@@ -273,6 +273,19 @@ def test_open_clip_tag_offline_is_one_line(tmp_path: Path, monkeypatch: pytest.M
     assert not (tmp_path / "o").exists()
 
 
+def test_open_clip_preflight_knows_the_default_clip_tag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cheap preflight (no torch) fails a missing default tag of ``open-clip:ViT-B-32`` offline."""
+    from distillctl.config import preflight_teacher
+    from distillctl.errors import WeightsError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(WeightsError, match="laion2b_s34b_b79k.*CLIP-ViT-B-32-laion2B-s34B-b79K"):
+        preflight_teacher({"teacher": {"name": "open-clip:ViT-B-32"}})
+    preflight_teacher({"teacher": {"name": "open-clip:ViT-B-32", "weights": "random"}})  # nothing to fetch
+    preflight_teacher({"teacher": {"name": f"open-clip:{tmp_path / 'cfg.json'}"}})  # unknown: the loader decides
+
+
 def test_clip_presets_validate() -> None:
     for name in ("clip-smoke", "clip-b32-optima"):
         res = invoke("presets", "validate", name)

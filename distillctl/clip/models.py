@@ -35,7 +35,7 @@ from distillctl.interfaces import Teacher
 TINY_TEACHER = "clip-tiny"
 TINY_SEED = 0  # clip-tiny's random init: the same teacher on every machine
 # preferred default tags (real weights, GELU); otherwise the first tag without quick_gelu
-PREFERRED_TAGS = ("laion2b_s34b_b79k", "laion2b_s32b_b79k", "laion2b_s32b_b82k", "datacomp_xl_s13b_b90k")
+PREFERRED_TAGS = ("laion2b_s34b_b79k", "laion2b_s34b_b88k", "laion2b_s32b_b79k", "laion2b_s32b_b82k", "datacomp_xl_s13b_b90k")
 
 
 # --------------------------------------------------------------------------- configs

@@ -49,6 +49,20 @@ def open_clip_teacher(variant: str, weights: str | None = None, device: str = "c
     return load_open_clip_teacher(variant, weights=weights, device=device)
 
 
+def _open_clip_preflight(weights: str | None = None, variant: str | None = None, **_: Any) -> None:
+    """Cheap check (no torch): a known CoCa / CLIP tag of ``open-clip:NAME`` that cannot be had fails at once."""
+    from distillctl.coca.tags import CLIP_DEFAULT_TAGS, preflight_weights
+
+    if variant is None:
+        return
+    if weights is None and variant in CLIP_DEFAULT_TAGS:
+        weights = CLIP_DEFAULT_TAGS[variant]
+    preflight_weights(variant, weights)
+
+
+open_clip_teacher.preflight = _open_clip_preflight  # type: ignore[attr-defined]
+
+
 def clip_tiny(weights: str | None = None, device: str = "cpu") -> Any:
     """Tiny random-init open_clip CLIP (3.9M params, 64 px, fixed seed): offline smoke runs in seconds."""
     from distillctl.clip.models import load_tiny_teacher
