@@ -13,8 +13,11 @@ cross-entropy with label smoothing 0.1; AdamW (lr 3e-3, betas 0.9/0.98, weight d
 matrices only), grad clip 1.0, batch 128 streamed from the ``train`` split without repeats, 2,000
 steps: 50 warm-up steps then cosine to zero. Weights are stored as fp16 safetensors (under 1 MB).
 
-The measured numbers of the shipped file are in ``metrics.json`` next to it (written by this script)
-and in the plugin README.
+The shipped file was made with exactly the command above (2,000 steps; the defaults of this script).
+Its log and numbers are ``teacher_metrics.json`` next to it (this script's ``metrics.json``). Measured
+on the fp16 file: top-1 **0.992** on ``test`` (1,000 samples) and **0.995** on ``val`` (2,000); val
+top-1 during training: 0.46 at step 250, 0.88 at 750, 0.98 at 1,250, 0.996 at the end. It took
+1,100 s on one thread of a 2-core machine busy with other work (about 0.3 s per step when idle).
 """
 
 from __future__ import annotations
