@@ -26,8 +26,9 @@ Plugin presets. An installed distribution can ship presets too: an entry point i
     [project.entry-points."distillctl.presets"]
     timm = "distillctl_timm.presets"
 
-They are found by name after the bundled ones (a bundled name wins), listed by ``distillctl presets
-list``, and blocked with the plugin (``DISTILLCTL_DISABLE_PLUGINS`` = entry-point or distribution name).
+They are found by name after the bundled ones (a bundled name wins) and listed by ``distillctl presets
+list``, only while the same distribution's components are loaded (blocked with the plugin by
+``DISTILLCTL_DISABLE_PLUGINS``, entry-point or distribution name).
 """
 
 from __future__ import annotations
@@ -95,13 +96,15 @@ def plugin_preset_dirs() -> list[tuple[Path, str]]:
     import importlib.metadata as md
     from importlib.util import find_spec
 
-    from distillctl.plugins import disabled_plugins
+    from distillctl.plugins import disabled_plugins, get_plugins
 
     blocked = disabled_plugins()
+    # a distribution's presets come with its components: only distributions whose plugins are loaded
+    loaded = {p.distribution for p in get_plugins().provenance.values()}
     out = []
     for ep in md.entry_points(group=PRESETS_GROUP):
         dist = ep.dist.name if ep.dist is not None else "?"
-        if ep.name in blocked or dist in blocked:
+        if ep.name in blocked or dist in blocked or dist not in loaded:
             continue
         try:  # the package's folder, without importing the package (no torch at listing time)
             spec = find_spec(ep.value.split(":")[0].strip())
@@ -147,12 +150,13 @@ def find_preset(name_or_path: str | Path) -> Path:
             f"preset file {text} not found{stem_hint}.",
             hint="Give a path to an existing .toml file or a bundled name (see `distillctl presets list`).",
         )
-    presets = {p.name: p.path for p in list_presets(include_plugins=True)}
+    everything = list_presets(include_plugins=True)
+    presets = {p.name: p.path for p in everything}
     if text in presets:
         return presets[text]
-    names = sorted(presets)
-    did = did_you_mean(text, names)
-    listing = ", ".join(names) if names else "(none bundled)"
+    did = did_you_mean(text, sorted(presets))  # plugin presets too
+    names = [p.name for p in everything if p.provider == "distillctl"]  # the order of `presets list`
+    listing = ", ".join(names) if names else "(none bundled)"  # plugin presets: `distillctl presets list`
     raise UnknownPresetError(f"unknown preset {text!r}.{did} Bundled presets: {listing}.")
 
 
