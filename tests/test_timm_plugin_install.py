@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from test_example_plugin import ROOT, make_venv, pip_install, plugins_json, run
 
 TIMM = ROOT / "plugins" / "distillctl-timm"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from distillctl_example import DiscountedUCBPolicy, discounted_ucb
 
 from distillctl import plugins, testing
-from distillctl_example import DiscountedUCBPolicy, discounted_ucb
 
 
 def test_policy_follows_the_contract() -> None:

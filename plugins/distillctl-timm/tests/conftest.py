@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import distillctl_timm
 import pytest
 
-import distillctl_timm
 from distillctl import plugins
 
 

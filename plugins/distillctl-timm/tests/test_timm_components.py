@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from distillctl import testing
-from distillctl.errors import DataError, DistillctlError, WeightsError
-from distillctl.plugins import registry
 from distillctl_timm import image_folder, shapes_labels
 from distillctl_timm.family import TimmFamily
 from distillctl_timm.models import BUNDLED_CONFIG, BUNDLED_FILE, build_model
 from distillctl_timm.splitter import TimmSplitter, even_split
+
+from distillctl import testing
+from distillctl.errors import DataError, DistillctlError, WeightsError
+from distillctl.plugins import registry
 
 from .conftest import CONVNEXT_OPTIONS
 
