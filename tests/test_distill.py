@@ -415,3 +415,29 @@ def test_bad_images_are_skipped_and_counted_at_the_end_of_a_run(tmp_path: Path) 
     assert "skipped 2 images (first:" in res.output
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["skipped"]["count"] == 2 and report["steps"] == 6
+
+
+def test_every_reward_is_recomputed_from_the_recorded_probe_losses(smoke_run: tuple[Path, dict[str, Any], dict[str, Any]]) -> None:
+    _, report, _ = smoke_run
+    key = report["config"]["loss"]["reward_loss"]
+    prev = report["initial_probe"][key]
+    assert report["episodes"]
+    for e in report["episodes"]:
+        assert e["probe_loss"] == e["probe"][key]
+        assert e["reward"] == pytest.approx((prev - e["probe_loss"]) / prev, rel=1e-12, abs=1e-15)
+        prev = e["probe_loss"]
+    # burn-in rewards are recorded but never reach the policy
+    fed = [r for _, _, r in report["policy_state"]["history"]]
+    assert fed == [e["reward"] for e in report["episodes"] if not e["burn_in"]]
+
+
+def test_burn_in_rewards_are_recorded_but_not_fed_to_the_policy(tmp_path: Path) -> None:
+    report = engine.run(smoke_cfg("eval.evaluators=[]", "train.warmup_steps=2", "train.episodes=4"), tmp_path / "o")
+    assert [e["burn_in"] for e in report["episodes"]] == [True, False, False, False]
+    fed = [r for _, _, r in report["policy_state"]["history"]]
+    assert fed == [e["reward"] for e in report["episodes"][1:]]
+    # loss.warmup_rewards=true: every reward reaches the policy (v0.1 behaviour)
+    report = engine.run(smoke_cfg("eval.evaluators=[]", "train.warmup_steps=2", "train.episodes=2",
+                                  "loss.warmup_rewards=true"), tmp_path / "p")
+    assert not any(e["burn_in"] for e in report["episodes"])
+    assert [r for _, _, r in report["policy_state"]["history"]] == [e["reward"] for e in report["episodes"]]

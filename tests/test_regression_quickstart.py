@@ -37,6 +37,7 @@ def test_quickstart_numbers_unchanged_by_the_refactor(tmp_path: Path) -> None:
     recorded = json.loads(DATA.read_text())
     cfg, _ = build_config("quickstart", {"policy": {"name": "fixed-order"}}, OVERRIDES)
     now = numbers(engine.run(cfg, tmp_path / "run"))
+    assert now["probe_losses"][-1] < now["initial_probe"]  # the quickstart run lowers its probe loss
     assert now["arms"] == recorded["arms"]
     for key in ("rewards", "probe_losses"):
         assert now[key] == pytest.approx(recorded[key], rel=1e-5), key
@@ -48,3 +49,13 @@ def test_quickstart_numbers_unchanged_by_the_refactor(tmp_path: Path) -> None:
         assert now["eval"][side].keys() >= recorded["eval"][side].keys()  # v0.2 adds metrics, keeps these
         for k, v in recorded["eval"][side].items():  # 200 samples: one flipped match = 0.005
             assert math.isclose(now["eval"][side][k], v, abs_tol=0.0051), (side, k)
+
+
+@pytest.mark.slow
+def test_full_quickstart_run_lowers_its_probe_loss(tmp_path: Path) -> None:
+    """The bundled quickstart preset as a user runs it: the final probe loss is below the initial one."""
+    cfg, _ = build_config("quickstart", {}, ["eval.evaluators=[]"])
+    report = engine.run(cfg, tmp_path / "qs")
+    assert report["steps"] == cfg["train"]["episodes"] * cfg["train"]["episode_steps"]
+    assert report["final_probe"]["total"] < report["initial_probe"]["total"]
+    assert all(e["probe_loss"] < report["initial_probe"]["total"] for e in report["episodes"])
