@@ -360,7 +360,7 @@ def zero_shot_scores(logits: torch.Tensor, target: torch.Tensor) -> dict[str, fl
     correct = pred.eq(target.view(1, -1).expand_as(pred))
     n = len(target)
     top1 = pred[0]
-    recalls = [float((top1[target == c] == c).float().mean()) for c in target.unique().tolist()]
+    recalls = [int((top1[target == c] == c).sum()) / int((target == c).sum()) for c in target.unique().tolist()]
     return {"zeroshot_top1": float(correct[:1].reshape(-1).float().sum()) / n,
             "zeroshot_top5": float(correct[:k].reshape(-1).float().sum()) / n,
             "zeroshot_mean_per_class_recall": sum(recalls) / len(recalls)}

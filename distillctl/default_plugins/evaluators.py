@@ -153,7 +153,7 @@ class _ZeroShot:
         if isinstance(self.templates, str):
             raise DistillctlError(f"eval.options.zeroshot.templates: 'openai', 'simple' or a list of strings with {{}}, "
                                   f"got {self.templates!r}.")
-        return [str(t) for t in self.templates]
+        return [str(t).replace("{c}", "{}") for t in self.templates]  # clip_benchmark writes {c}, open_clip {}
 
     def evaluate(self, bundle: Any, ctx: Any) -> dict[str, float]:
         import torch
