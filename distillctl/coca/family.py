@@ -81,29 +81,17 @@ class CocaFamily:
         return cfg
 
     def dummy_inputs(self, bundle: Teacher, batch_size: int, device: Any) -> dict[str, torch.Tensor]:
-        size = bundle.preprocess_config.get("size", 224)
-        h, w = (size, size) if isinstance(size, int) else tuple(size)
-        return {"image": torch.zeros(batch_size, 3, h, w, device=device),
-                "text": torch.zeros(batch_size, int(bundle.tokenizer.context_length), dtype=torch.long, device=device)}
+        from distillctl.openclip_common import image_text_dummy_inputs
+
+        return image_text_dummy_inputs(bundle, batch_size, device)
 
     # ------------------------------------------------------------------ export / load
     def export(self, model: torch.nn.Module, out_dir: Path, *, model_config: dict[str, Any], source: Teacher,
                metadata: dict[str, str], dtype: str) -> dict[str, Any]:
-        from distillctl.export import atomic_write_text, save_weights
+        from distillctl.openclip_common import export_local_dir
 
-        sizes = save_weights(model, Path(out_dir) / "student.safetensors", dtype=dtype, metadata={
-            **metadata,
-            "family": self.name,
-            "model_config": json.dumps(model_config),
-            "preprocess_config": json.dumps(source.preprocess_config),
-            "tokenizer_config": json.dumps(source.tokenizer_config),
-        })
-        atomic_write_text(
-            Path(out_dir) / "open_clip_config.json",
-            json.dumps({"model_cfg": model_config, "preprocess_cfg": source.preprocess_config,
-                        "distillctl": {"tokenizer": source.tokenizer_config, "teacher": source.name}}, indent=2),
-        )
-        return sizes
+        return export_local_dir(self.name, model, out_dir, model_config=model_config, source=source,
+                                metadata=metadata, dtype=dtype)
 
     def load(self, path: Path, device: str = "cpu") -> Teacher:
         from distillctl.coca.models import build_coca, make_tokenizer, make_transform
