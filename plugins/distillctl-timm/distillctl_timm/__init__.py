@@ -3,7 +3,7 @@
 Registers, through the ``distillctl`` entry-point group (``timm = "distillctl_timm"``):
 
 * family ``timm`` -- cross-entropy task loss on labels, logit-KL distillation, accuracy evaluation;
-* teachers ``timm:<model-name>`` (weights: a file, a cached timm/HF pretrained tag, or ``random``) and
+* teachers ``timm:<model-name>`` (weights: a cached timm/HF pretrained tag (default), a file, or ``random``) and
   ``timm-shapes-vit`` (the bundled tiny ViT, trained by ``python -m distillctl_timm.train``);
 * student ``timm-model`` (any timm model name; the built-in ``layer-subset`` works on timm teachers too);
 * splitter ``timm`` -- stages of hierarchical models, ``early/middle/late`` block groups of plain ViTs;
@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 # ---------------------------------------------------------------------------------- teachers
 def timm_teacher(variant: str, weights: str | None = None, device: str = "cpu", num_classes: int = 0,
                  classes: list | None = None, img_size: int = 0, model_kwargs: dict | None = None) -> Any:
-    """Any timm classifier: timm:<model name>; weights = a file, a cached pretrained tag ('pretrained') or random."""
+    """Any timm classifier: timm:<model name>; weights = a cached pretrained tag (default: timm's), a file, or random."""
     from distillctl_timm.models import load_timm_teacher
 
     return load_timm_teacher(variant, weights=weights, device=device, num_classes=num_classes, classes=classes,

@@ -223,11 +223,18 @@ def load_timm_teacher(
     model_name: str, *, weights: str | None, device: str = "cpu", num_classes: int = 0, classes: list[str] | None = None,
     img_size: int = 0, model_kwargs: dict[str, Any] | None = None,
 ) -> Teacher:
-    """``timm:<model_name>``: weights from a file, a cached pretrained tag (``pretrained`` = timm's default), or random."""
+    """``timm:<model_name>``: weights from a file, a cached pretrained tag (default ``pretrained`` = timm's default
+    tag, as the CoCa teachers default to theirs), or ``random`` (seeded)."""
+    import timm
     import torch
 
     from distillctl.interfaces import Teacher
 
+    if not timm.is_model(model_name):
+        from distillctl.registry import did_you_mean
+
+        raise DistillctlError(f"unknown timm model {model_name!r}.{did_you_mean(model_name, timm.list_models())} "
+                              "(see timm.list_models()).")
     kwargs = dict(model_kwargs or {})
     if classes:
         if num_classes and num_classes != len(classes):
@@ -245,7 +252,7 @@ def load_timm_teacher(
             cfg["kwargs"]["img_size"] = int(img_size)
         else:
             cfg["img_size"] = int(img_size)
-    w = (weights or "random").strip()
+    w = (weights or "pretrained").strip()
     if w.lower() == "random":
         torch.manual_seed(0)
         model = build_model(cfg)
@@ -258,8 +265,6 @@ def load_timm_teacher(
         load_state_into(model, read_state(path), str(path))
         what, digest = str(path), file_sha256(path)
     else:  # a pretrained tag of this model, from the HF cache (timm downloads only when the hub is reachable)
-        import timm
-
         tag = None if w.lower() in ("pretrained", "default") else w
         check_tag(model_name, tag)
         full, _ = hf_repo_of(model_name, tag)
@@ -288,7 +293,7 @@ def preflight_timm_teacher(variant: str, weights: str | None = None, **_: Any) -
 
         raise DistillctlError(f"unknown timm model {variant!r}.{did_you_mean(variant, timm.list_models())} "
                               "(see timm.list_models()).")
-    w = (weights or "random").strip()
+    w = (weights or "pretrained").strip()
     if w.lower() != "random" and not _is_file_like(w) and not Path(w).expanduser().is_file():
         check_tag(variant, None if w.lower() in ("pretrained", "default") else w)
 
