@@ -13,8 +13,8 @@
 What a folder holds (``classify``):
 
 - a **finished run**: ``report.json`` or ``student.safetensors`` -- refused unless ``--overwrite``;
-- an **unfinished run**: a checkpoint in ``checkpoints/`` -- refused unless ``--resume`` or
-  ``--overwrite``;
+- an **unfinished run**: a checkpoint in ``checkpoints/`` and no ``report.json`` (a run killed
+  between its export and its report is resumable too) -- refused unless ``--resume`` or ``--overwrite``;
 - anything else (nothing, or only a ``run.toml`` of a run killed before its first checkpoint) is
   **not a run**: a new run may use the folder.
 
@@ -125,10 +125,12 @@ class RunDir:
         out = self.out
         if not out.is_dir():
             return "empty"
-        if any((out / m).exists() for m in FINISHED_MARKERS):
+        if (out / "report.json").exists():
             return "finished"
-        if checkpoint.exists(self.checkpoint_dir):
+        if checkpoint.exists(self.checkpoint_dir):  # even beside a student: killed between export and report
             return "unfinished"
+        if (out / "student.safetensors").exists():
+            return "finished"
         # an --overwrite run that was killed before it finished: the replaced run is still ours to keep
         for aside in (out / PREVIOUS, out / INCOMING):
             if any((aside / m).exists() for m in FINISHED_MARKERS):

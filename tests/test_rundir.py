@@ -53,6 +53,11 @@ def test_preflight_classifies_folders(tmp_path: Path) -> None:
         RunDir(half).preflight()
     RunDir(half, resume=True).preflight()
     RunDir(half, overwrite=True).preflight()
+    (half / "student.safetensors").write_text("exported, then killed before the report")
+    RunDir(half, resume=True).preflight()  # still resumable
+    (half / "report.json").write_text("{}")
+    with pytest.raises(RunDirError, match="finished run: nothing to resume"):
+        RunDir(half, resume=True).preflight()
 
 
 def test_preflight_unusable_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
