@@ -96,7 +96,7 @@ class TimmFamily:
 
         cfg = normalize_config(model_config)
         groups = cfg["block_groups"] if cfg["block_groups"] and len(cfg["block_groups"]) == len(depths) else None
-        probe = build_model({**cfg, "block_groups": groups}, "meta")  # architecture only: names and depths
+        probe = build_model({**cfg, "block_groups": groups}, "meta")  # architecture only (meta): names and depths
         modules = TimmSplitter(tuple(depths) if is_plain(probe) else ("early", "middle", "late")).modules(probe)
         names = [m.name for m in modules]
         unknown = sorted(set(depths) - set(names))

@@ -57,11 +57,16 @@ def normalize_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def build_model(cfg: dict[str, Any], device: Any = "cpu") -> torch.nn.Module:
     """A fresh (random-init) timm model from a config (never downloads)."""
+    import contextlib
+
     import timm
+    import torch
 
     cfg = normalize_config(cfg)
+    where = torch.device("meta") if str(device) == "meta" else contextlib.nullcontext()  # meta: no memory, no init cost
     try:
-        model = timm.create_model(cfg["model_name"], pretrained=False, **cfg["kwargs"])
+        with where:
+            model = timm.create_model(cfg["model_name"], pretrained=False, **cfg["kwargs"])
     except RuntimeError as exc:
         if "Unknown model" in str(exc):
             from distillctl.registry import did_you_mean
