@@ -74,8 +74,11 @@ def test_presets_validate_and_are_found_by_name() -> None:
         config.validate(load_toml(path), source=path.stem)  # the plugin's components are registered (conftest)
     if not presets.plugin_preset_dirs():  # the presets are found by name once the distribution is installed
         pytest.skip("distillctl-timm is not installed (pip install plugins/distillctl-timm)")
-    assert presets.find_preset("timm-quickstart").parent.resolve() == PRESETS.resolve() or \
-        presets.find_preset("timm-quickstart").name == "timm-quickstart.toml"
+    for name in ("timm-quickstart", "timm-smoke"):
+        assert presets.find_preset(name).name == f"{name}.toml"
+        assert presets.preset_display_name(name, presets.find_preset(name)) == name
+    listed = {p.name: p.provider for p in presets.list_presets(include_plugins=True)}
+    assert listed["timm-smoke"].startswith("distillctl-timm ") and listed["smoke"] == "distillctl"
 
 
 # ------------------------------------------------------------------------------------------ slow
