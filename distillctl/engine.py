@@ -213,6 +213,12 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abs
     return torch.autocast(device.type, dtype=dtype)
 
 
+def _zero_like(outputs: dict[str, Any]) -> torch.Tensor:
+    """A scalar 0 on the device of the first tensor in ``outputs`` (a loss term a family does not have)."""
+    device = next((v.device for v in outputs.values() if isinstance(v, torch.Tensor)), torch.device("cpu"))
+    return torch.zeros((), device=device)
+
+
 def _detach(out: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in out.items()}
 
@@ -248,8 +254,9 @@ class Objective:
         c = self.cfg
         task_terms = self.family.task_loss(student_out, inputs)
         kd_terms = self.family.kd_terms(student_out, teacher_out, inputs, temperature=c["temperature"])
-        task = sum(task_terms.values())
-        kd = sum(kd_terms.values()) if kd_terms else torch.zeros((), device=task.device)
+        zero = _zero_like(student_out)
+        task = sum(task_terms.values()) if task_terms else zero  # a family may have no task term (unlabelled data)
+        kd = sum(kd_terms.values()) if kd_terms else zero
         per_module: dict[str, torch.Tensor] = {}
         for m in modules:
             mask = self.family.position_mask(m, inputs)  # [B, L_m] or None (all positions)
