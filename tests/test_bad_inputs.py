@@ -345,6 +345,7 @@ def test_bad_input_is_refused_in_a_few_lines_and_loses_nothing(case: Case, tmp_p
     assert "Traceback" not in text, text
     assert 1 <= len(lines) <= case.max_lines, text
     assert case.expect in text, text
+    assert "checkpoint kept" not in text, text  # no advice to resume what cannot be resumed
     assert _hash_tree(out) == before, "the existing --out changed"
 
 
