@@ -470,7 +470,9 @@ def restore_or_start(ctx: RunContext) -> None:
     assert ctx.rundir is not None
     ctx.fingerprint = checkpoint.fingerprint(ctx.cfg, {"student": ctx.student_model, "projections": ctx.projections})
     if ctx.resume:  # checksum + fingerprint verified; a damaged last.pt falls back to prev.pt
-        ckpt, note = checkpoint.load(ctx.rundir.checkpoint_dir, fingerprint=ctx.fingerprint, map_location=ctx.device)
+        # FSDP: full state dicts stay on the host (each rank copies only its shards onto its device)
+        where = torch.device("cpu") if ctx.train["fsdp"] else ctx.device
+        ckpt, note = checkpoint.load(ctx.rundir.checkpoint_dir, fingerprint=ctx.fingerprint, map_location=where)
         if note:
             ctx.emit("warning", {"message": note})
         if ctx.train["fsdp"]:  # full (unsharded) state dicts, as rank 0 wrote them: every rank loads its shards
@@ -522,17 +524,20 @@ def make_batches(ctx: RunContext) -> Iterator[Any]:
     different data and no item repeats. The loader has its own generator, so creating it draws nothing
     from the global RNG (a resumed run's restored RNG state stays exact)."""
     train, seed = ctx.train, ctx.train["seed"]
+    # the stream ends after the draws this run still needs (equal to the total for a fresh or same-world resume;
+    # a resume under another world size starts at a rescaled position)
+    end = ctx.state.batches + (train["episodes"] - ctx.state.episode) * train["episode_steps"]
     if getattr(ctx.train_ds, "streaming", False):  # shard streams (wds): each rank reads its own shards
         return iter(make_stream_loader(ctx.train_ds, ctx.teacher.transform, ctx.teacher.tokenizer,
                                        batch_size=train["batch_size"], rank=ctx.dist.rank, world_size=ctx.dist.world_size,
-                                       start_step=ctx.state.batches, steps=train["episodes"] * train["episode_steps"],
+                                       start_step=ctx.state.batches, steps=end,
                                        seed=seed, workers=ctx.cfg["data"]["workers"], pin_memory=ctx.device.type == "cuda"))
     stream = len(ctx.train_ds) >= HUGE
     d = ctx.dist
     # one global index stream of world x per-rank batches; rank r reads slice r of each global batch, so a
     # 2 x (B/2) run sees exactly the batches of a 1 x B run
     sampler = BatchSampler(len(ctx.train_ds), train["batch_size"] * d.world_size, seed, shuffle=not stream,
-                           steps=train["episodes"] * train["episode_steps"], start_step=ctx.state.batches,
+                           steps=end, start_step=ctx.state.batches,
                            offset=seed * 7_919 * 1_000_003 if stream else 0)
     rank_sampler = RankSlice(sampler, d.rank, d.world_size) if d.enabled else sampler
     loader = make_loader(ctx.train_ds, ctx.teacher.transform, ctx.teacher.tokenizer, rank_sampler,
@@ -653,11 +658,15 @@ def burn_in_arm(ctx: RunContext, episode: int) -> int | None:
     An episode that starts while the learning rate is still warming up is a burn-in (unless
     ``loss.warmup_rewards``): its probe-loss drop mostly measures the warm-up and the student's
     recovery from initialisation, not the arm, so its reward would confound the bandit. Burn-in
-    episodes cycle through the arms in an order drawn from the seed (the same for every policy, so
-    policies compare fairly); their rewards are recorded but never fed to the policy.
+    episodes cycle through the arms in an order drawn from the seed (the same for every learning
+    policy, so they compare fairly); their rewards are recorded but never fed to the policy. A policy
+    whose choices never depend on rewards (``uses_rewards = False``: ``fixed-order``, ``uniform``)
+    plays its own arms throughout.
     """
     train = ctx.train
     if ctx.cfg["loss"]["warmup_rewards"] or episode * train["episode_steps"] >= train["warmup_steps"]:
+        return None
+    if not getattr(ctx.policy, "uses_rewards", True):  # fixed-order, uniform: nothing to confound
         return None
     order = list(range(len(ctx.arms)))
     random.Random(f"distillctl-burn-in:{train['seed']}").shuffle(order)

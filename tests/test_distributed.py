@@ -252,3 +252,18 @@ def test_fsdp_two_ranks_on_cpu(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
     assert not any("_fsdp" in k or k.startswith("module.") for k in load_file(str(tmp_path / "run" / "student.safetensors")))
+
+
+@pytest.mark.slow
+def test_resume_under_another_world_size_is_approximate(tmp_path: Path) -> None:
+    """A checkpoint of a 2-process run resumes in 1 process: it finishes, and says the data position is approximate."""
+    env = {**_env(), "DISTILLCTL_FAULT": "save:2:between-renames"}
+    killed = run_job([*SMOKE, "--batch-size", "4", "--episodes", "3", "--set", "train.checkpoint_every=1", "--out", "run"],
+                     tmp_path, env=env)
+    assert killed.returncode != 0
+    resumed = run_job(["--resume", "--out", "run", "--quiet"], tmp_path, nproc=1)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming 2 process(es) as 1" in resumed.stdout + resumed.stderr
+    assert "approximate" in resumed.stdout + resumed.stderr
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["distributed"]["world_size"] == 1 and len(report["episodes"]) == 3

@@ -31,7 +31,7 @@ def build(preset: str, device: str, batch_size: int):
 
     get_plugins()
     cfg, _ = build_config(preset, {"train": {"device": device, "batch_size": batch_size}}, [])
-    cfg["train"]["threads"] = cfg["train"]["threads"] or 0
+    cfg["train"]["threads"] = torch.get_num_threads()
     ctx = engine.Run(cfg, Path(tempfile.mkdtemp()) / "bench").ctx
     engine.preflight(ctx)
     engine.build_models(ctx)
@@ -126,7 +126,10 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--device", choices=("cpu", "cuda", "all"), default="all")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: a shared machine's load adds no noise)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     for dev in devices:
         if dev == "cuda" and not torch.cuda.is_available():
