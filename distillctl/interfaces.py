@@ -226,6 +226,8 @@ class Policy(Protocol):
     """Picks the arm of each episode from the reward history. Pure Python, no torch."""
 
     arms: list[Arm]
+    # optional: ``uses_rewards = False`` for a policy whose choices never depend on rewards (it then
+    # plays its own arms in the engine's burn-in episodes too); default True
 
     def select(self, episode: int) -> int:
         """Index into ``arms`` for this episode."""

@@ -99,6 +99,7 @@ class BasePolicy:
     """
 
     name = "base"
+    uses_rewards = True  # False: choices never depend on rewards (the engine then skips burn-in)
 
     def __init__(self, arms: Sequence[Sequence[str]], seed: int = 0) -> None:
         arm_list = [tuple(str(m) for m in a) for a in arms]
@@ -224,6 +225,7 @@ class UniformPolicy(BasePolicy):
     """A uniformly random arm every episode (the paper's random baseline)."""
 
     name = "uniform"
+    uses_rewards = False  # its choices ignore rewards: no burn-in needed (engine.burn_in_arm)
 
     def _choose(self, episode: int) -> int:
         return self.rng.randrange(len(self.arms))
@@ -237,6 +239,7 @@ class FixedOrderPolicy(BasePolicy):
     """
 
     name = "fixed-order"
+    uses_rewards = False  # its choices ignore rewards: no burn-in needed (engine.burn_in_arm)
 
     def __init__(self, arms: Sequence[Sequence[str]], seed: int = 0, order: Sequence[str] | None = None) -> None:
         super().__init__(arms, seed)
