@@ -441,3 +441,42 @@ def test_burn_in_rewards_are_recorded_but_not_fed_to_the_policy(tmp_path: Path) 
                                   "loss.warmup_rewards=true"), tmp_path / "p")
     assert not any(e["burn_in"] for e in report["episodes"])
     assert [r for _, _, r in report["policy_state"]["history"]] == [e["reward"] for e in report["episodes"]]
+
+
+class _BrokenEvaluator:
+    name = "broken"
+
+    def evaluate(self, bundle: Any, ctx: Any) -> dict[str, float]:
+        raise RuntimeError("the evaluator's own bug")
+
+
+def _register_broken(register: Any) -> None:
+    register("broken", lambda: _BrokenEvaluator())
+
+
+def test_an_evaluator_that_raises_after_training_keeps_the_student(tmp_path: Path, use_plugins: Any, plugin: Any) -> None:
+    use_plugins(plugin("broken_eval", distribution="distillctl-broken", version="9.9", register_evaluators=_register_broken))
+    out = tmp_path / "o"
+    res = invoke("distill", "--preset", "smoke", "--out", str(out), "--quiet", "--set", "eval.evaluators=['broken']")
+    assert res.exit_code == 1
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: evaluation failed after the student was saved"), res.output
+    assert "Traceback" not in res.output and "the evaluator's own bug" in lines[0]
+    assert (out / "student.safetensors").is_file()  # the trained student survives
+    report = json.loads((out / "report.json").read_text())
+    assert "the evaluator's own bug" in report["error"] and report["steps"] == 6
+
+
+def test_a_factory_raising_a_plain_error_is_one_line_naming_the_plugin(tmp_path: Path, use_plugins: Any, plugin: Any) -> None:
+    def register_policies(register: Any) -> None:
+        def make(*, arms: Any, seed: int) -> Any:
+            raise ValueError("window must be even")
+
+        register("odd", make)
+
+    use_plugins(plugin("odd_policy", distribution="distillctl-odd", version="0.2", register_policies=register_policies))
+    res = invoke("distill", "--preset", "smoke", "--policy", "odd", "--out", str(tmp_path / "o"), *FAST)
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "distillctl-odd 0.2" in lines[0] and "ValueError: window must be even" in lines[0], res.output
+    assert not (tmp_path / "o").exists()  # nothing of value was made, nothing is left
