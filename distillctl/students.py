@@ -143,4 +143,33 @@ def layer_subset_student(
     return Student(model=model, model_config=cfg, layer_map=layer_map, description=f"layer-subset of {teacher.name} ({kept})")
 
 
-__all__ = ["copy_kept_layers", "kept_index_map", "layer_subset_student", "module_depths", "plan_layer_subset"]
+def config_student_from(
+    teacher: Teacher, splitter: Splitter, cfg: dict[str, Any], source: str, *, build: Any, layers_key: dict[str, str],
+) -> Student:
+    """A random-init student from a model config (``build(cfg, device)``), checked before it is built for real.
+
+    The architecture is built on the meta device first: the splitter must pair it with the teacher and
+    no module may be deeper than the teacher's (``layers_key`` names each module's depth key for the hint).
+    """
+    from distillctl.layerwise import default_layer_map
+
+    device = model_device(teacher.model)
+    model = build(cfg, "meta")
+    splitter.check_compatible(teacher.model, model)  # refuse before paying for a real build
+    t_modules, s_modules = splitter.modules(teacher.model), splitter.modules(model)
+    t_depth, s_depth = module_depths(t_modules), module_depths(s_modules)
+    for name, n_s in s_depth.items():
+        if n_s > t_depth.get(name, 0):
+            raise DistillctlError(
+                f"student {name} depth {n_s} exceeds the teacher's {t_depth.get(name, 0)} layers: the layer map pairs "
+                "each student layer with a distinct teacher layer.",
+                hint=f"Set {layers_key.get(name, name)}.layers to at most {t_depth.get(name, 0)} in student.config.",
+            )
+    layer_map = default_layer_map(t_modules, s_modules)
+    if device.type != "meta":
+        model = build(cfg, device)
+    model.train()
+    return Student(model=model, model_config=cfg, layer_map=layer_map, description=f"config student ({source})")
+
+
+__all__ = ["config_student_from", "copy_kept_layers", "kept_index_map", "layer_subset_student", "module_depths", "plan_layer_subset"]

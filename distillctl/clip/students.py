@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from distillctl.clip.family import MODULE_CFG
-from distillctl.clip.models import build_clip, config_problems, is_clip_config, model_device, open_clip_config
+from distillctl.clip.models import build_clip, config_problems, is_clip_config, open_clip_config
 from distillctl.config import merge
 from distillctl.errors import ConfigError, DistillctlError
 from distillctl.interfaces import Splitter, Student, Teacher
-from distillctl.layerwise import default_layer_map
-from distillctl.students import module_depths
+from distillctl.students import config_student_from
 
 
 def _load_student_config(config: str | dict | None, teacher_cfg: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -43,23 +42,8 @@ def config_student(teacher: Teacher, splitter: Splitter, config: str | dict | No
     problems = config_problems(cfg)
     if problems:
         raise ConfigError([f"student.config ({source}): {p}" for p in problems])
-    device = model_device(teacher.model)
-    model = build_clip(cfg, "meta")
-    splitter.check_compatible(teacher.model, model)  # refuse before paying for a real build
-    t_modules, s_modules = splitter.modules(teacher.model), splitter.modules(model)
-    t_depth, s_depth = module_depths(t_modules), module_depths(s_modules)
-    for name, n_s in s_depth.items():
-        if n_s > t_depth.get(name, 0):
-            raise DistillctlError(
-                f"student {name} depth {n_s} exceeds the teacher's {t_depth.get(name, 0)} layers: the layer map pairs "
-                "each student layer with a distinct teacher layer.",
-                hint=f"Set {MODULE_CFG[name]}.layers to at most {t_depth.get(name, 0)} in student.config.",
-            )
-    layer_map = default_layer_map(t_modules, s_modules)
-    if device.type != "meta":
-        model = build_clip(cfg, device)
-    model.train()
-    return Student(model=model, model_config=cfg, layer_map=layer_map, description=f"config student ({source})")
+    return config_student_from(teacher, splitter, cfg, source, build=build_clip, layers_key=MODULE_CFG)
+
 
 
 __all__ = ["config_student"]

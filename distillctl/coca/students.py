@@ -13,16 +13,13 @@ from typing import Any
 from distillctl.coca.models import (
     build_coca,
     config_problems,
-    init_decoder_projection,
-    model_device,
     normalize_config,
 )
 from distillctl.coca.splitter import MODULE_STACKS
 from distillctl.config import merge
 from distillctl.errors import ConfigError, DistillctlError
 from distillctl.interfaces import Splitter, Student, Teacher
-from distillctl.layerwise import default_layer_map
-from distillctl.students import module_depths as _module_depths
+from distillctl.students import config_student_from
 
 # module name -> the cfg section holding its layer count
 MODULE_CFG = {"vision": "vision_cfg", "text": "text_cfg", "multimodal": "multimodal_cfg"}
@@ -69,24 +66,7 @@ def config_student(teacher: Teacher, splitter: Splitter, config: str | dict | No
     problems = config_problems(cfg)
     if problems:
         raise ConfigError([f"student.config ({source}): {p}" for p in problems])
-    device = model_device(teacher.model)
-    model = build_coca(cfg, "meta")
-    splitter.check_compatible(teacher.model, model)  # refuse before paying for a real build
-    t_modules, s_modules = splitter.modules(teacher.model), splitter.modules(model)
-    t_depth, s_depth = _module_depths(t_modules), _module_depths(s_modules)
-    for name, n_s in s_depth.items():
-        if n_s > t_depth.get(name, 0):
-            raise DistillctlError(
-                f"student {name} depth {n_s} exceeds the teacher's {t_depth.get(name, 0)} layers: the layer map pairs "
-                "each student layer with a distinct teacher layer.",
-                hint=f"Set {MODULE_CFG[name]}.layers to at most {t_depth.get(name, 0)} in student.config.",
-            )
-    layer_map = default_layer_map(t_modules, s_modules)
-    if device.type != "meta":
-        model = build_coca(cfg, device, init_decoder=False)
-        init_decoder_projection(model)
-    model.train()
-    return Student(model=model, model_config=cfg, layer_map=layer_map, description=f"config student ({source})")
+    return config_student_from(teacher, splitter, cfg, source, build=build_coca, layers_key=MODULE_CFG)
 
 
 __all__ = ["MODULE_CFG", "MODULE_STACKS", "config_student"]
