@@ -255,8 +255,14 @@ def compare_bars(rows: list[dict[str, Any]], target: float | None) -> str:
 
 
 def compare_metrics(rows: list[dict[str, Any]]) -> str | None:
-    """Grouped bars: each eval metric (mean ± std) per run label; None when no row has eval."""
-    metrics = sorted({k for r in rows for k in (r.get("eval") or {})})
+    """Grouped bars: each eval metric that is a rate in [0, 1] (R@K, accuracy: one scale), mean ± std per
+    run label; counts and timings stay in the table. None when no row has such a metric."""
+    def rate(k: str) -> bool:
+        vals = [(r.get("eval") or {}).get(k, [None])[0] for r in rows]
+        vals = [v for v in vals if _finite(v)]
+        return bool(vals) and all(0.0 <= v <= 1.0 for v in vals)
+
+    metrics = sorted(k for k in {k for r in rows for k in (r.get("eval") or {})} if rate(k))
     if not metrics:
         return None
     plt = _plt()
@@ -270,7 +276,7 @@ def compare_metrics(rows: list[dict[str, Any]]) -> str | None:
                [m if _finite(m) else 0 for m in ms], width * 0.92,
                yerr=[s if _finite(s) else 0 for s in ss], capsize=2, color=colour(i),
                label=str(r.get("label", "?")), error_kw={"elinewidth": 0.8})
-    ax.set_xticks(range(len(metrics)), metrics)
+    ax.set_xticks(range(len(metrics)), metrics, rotation=30, ha="right")
     ax.set_ylim(0, ax.get_ylim()[1] * 1.2)  # headroom for the legend
     ax.grid(axis="x", visible=False)
     ax.set_title("Student evaluation (mean ± std over seeds)")
@@ -324,7 +330,9 @@ def compare_curves(rows: list[dict[str, Any]], target: float | None) -> str | No
             ax.plot(range(n), mean, color=colour(i), lw=2, label=str(r.get("label", "?")))
     if _finite(target):
         ax.axhline(target, color="#555555", ls=":", lw=1, label=f"target {target:.4g}")
-    _log_if_wide(ax, plotted)
+    vals = [v for v in plotted if _finite(v) and v > 0]
+    if vals and max(vals) / min(vals) > 3:  # the first drop dwarfs the differences that matter: log scale
+        ax.set_yscale("log")
     ax.set_xlabel("episode")
     ax.set_ylabel("probe loss")
     ax.set_title("Probe loss per episode (thin: each seed, thick: mean)")
