@@ -4,7 +4,8 @@
 the refactor) with ``tests/data/record_quickstart.py``: the quickstart preset, shortened to 4
 episodes and 200 evaluation samples, with the ``fixed-order`` policy. ``fixed-order`` because the
 v0.2 ``optima`` (issue 10) deliberately plays differently; the engine underneath is what this pins.
-``loss.warmup_rewards=true`` turns off v0.2's burn-in episodes, which v0.1 did not have.
+``loss.warmup_rewards=true`` turns off v0.2's burn-in episodes, which v0.1 did not have, and
+``loss.reward_loss=total`` is v0.1's reward (v0.2's default is ``layerwise``, chosen by measurement).
 
 When recorded, the refactored engine reproduced every value bit for bit (and so did the v0.1
 ``optima`` on the new engine). The tolerances below only absorb float reductions that differ with
@@ -23,7 +24,7 @@ from distillctl import engine
 from distillctl.cli.distill_cmd import build_config
 
 DATA = Path(__file__).parent / "data" / "quickstart_v01_fixed_order.json"
-OVERRIDES = ["train.episodes=4", "eval.samples=200", "data.workers=0", "loss.warmup_rewards=true"]
+OVERRIDES = ["train.episodes=4", "eval.samples=200", "data.workers=0", "loss.warmup_rewards=true", "loss.reward_loss=total"]
 
 
 def numbers(report: dict) -> dict:
