@@ -1,9 +1,12 @@
 """Record the quickstart numbers that tests/test_regression_quickstart.py pins (run from a checkout:
 ``python tests/data/record_quickstart.py OUTDIR``; v0.1 had no burn-in, so no warmup_rewards key)."""
-import json, sys
+import json
+import sys
 from pathlib import Path
+
 from distillctl import engine, plugins
 from distillctl.cli.distill_cmd import build_config
+
 plugins.reset_plugins(plugins.load_plugins(include_entry_points=False))
 out = Path(sys.argv[1])
 cfg, _ = build_config("quickstart", {"policy": {"name": "fixed-order"}}, ["train.episodes=4", "eval.samples=200", "data.workers=0"])
