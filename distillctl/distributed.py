@@ -129,6 +129,16 @@ def shutdown() -> None:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        # every rank leaves together: a rank that tears its process group down while rank 0 is still
+        # exporting and evaluating can abort in gloo's destructor ("terminate called without an active
+        # exception"); gloo's monitored barrier takes its own, generous timeout
+        try:
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=datetime.timedelta(hours=2))
+            else:
+                dist.barrier()
+        except RuntimeError:
+            pass  # a rank that died is reported by torchrun; nothing to wait for
         dist.destroy_process_group()
 
 
