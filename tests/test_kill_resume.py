@@ -35,9 +35,15 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _default_sigint() -> None:
+    # a user's Ctrl-C: under nohup or a background job SIGINT is inherited as ignored, and Python then never
+    # raises KeyboardInterrupt; give the child the default disposition, as an interactive shell does
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(out: Path, *more: str, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen([EXE, *ARGS, *more, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=_env(**env))
+                            text=True, env=_env(**env), preexec_fn=_default_sigint)
 
 
 def _resume(out: Path) -> subprocess.CompletedProcess[str]:
