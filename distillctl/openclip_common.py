@@ -44,3 +44,24 @@ def image_text_dummy_inputs(bundle: Teacher, batch_size: int, device: Any) -> di
     assert bundle.tokenizer is not None
     return {"image": torch.zeros(batch_size, 3, h, w, device=device),
             "text": torch.zeros(batch_size, int(bundle.tokenizer.context_length), dtype=torch.long, device=device)}
+
+
+class OpenClipFamilyMixin:
+    """What the ``coca`` and ``clip`` families share as methods: dummy inputs, the ``local-dir`` export, and
+    the L2-normalised embeddings evaluators use (open_clip's ``encode_image`` / ``encode_text``)."""
+
+    name: str
+
+    def dummy_inputs(self, bundle: Teacher, batch_size: int, device: Any) -> dict[str, torch.Tensor]:
+        return image_text_dummy_inputs(bundle, batch_size, device)
+
+    def export(self, model: torch.nn.Module, out_dir: Path, *, model_config: dict[str, Any], source: Teacher,
+               metadata: dict[str, str], dtype: str) -> dict[str, Any]:
+        return export_local_dir(self.name, model, out_dir, model_config=model_config, source=source,
+                                metadata=metadata, dtype=dtype)
+
+    def encode_image(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+        return model.encode_image(images, normalize=True)
+
+    def encode_text(self, model: torch.nn.Module, text: torch.Tensor) -> torch.Tensor:
+        return model.encode_text(text, normalize=True)

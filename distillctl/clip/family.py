@@ -23,11 +23,12 @@ from distillctl.clip.splitter import ClipSplitter, text_has_cls
 from distillctl.errors import DistillctlError
 from distillctl.interfaces import Teacher
 from distillctl.losses import contrastive_kl, similarity
+from distillctl.openclip_common import OpenClipFamilyMixin
 
 MODULE_CFG = {"vision": "vision_cfg", "text": "text_cfg"}
 
 
-class ClipFamily:
+class ClipFamily(OpenClipFamilyMixin):
     """open_clip CLIP: task = contrastive (ClipLoss / SigLipLoss); KD = similarity-matrix KL + embedding cosine."""
 
     name = "clip"
@@ -113,19 +114,7 @@ class ClipFamily:
             cfg[MODULE_CFG[module]]["layers"] = int(n)
         return cfg
 
-    def dummy_inputs(self, bundle: Teacher, batch_size: int, device: Any) -> dict[str, torch.Tensor]:
-        from distillctl.openclip_common import image_text_dummy_inputs
-
-        return image_text_dummy_inputs(bundle, batch_size, device)
-
     # ------------------------------------------------------------------ export / load
-    def export(self, model: torch.nn.Module, out_dir: Path, *, model_config: dict[str, Any], source: Teacher,
-               metadata: dict[str, str], dtype: str) -> dict[str, Any]:
-        from distillctl.openclip_common import export_local_dir
-
-        return export_local_dir(self.name, model, out_dir, model_config=model_config, source=source,
-                                metadata=metadata, dtype=dtype)
-
     def load(self, path: Path, device: str = "cpu") -> Teacher:
         from distillctl.clip.models import build_clip, make_clip_bundle
         from distillctl.coca.models import preprocess_config
@@ -143,12 +132,6 @@ class ClipFamily:
         return bundle
 
     # ------------------------------------------------------------------ evaluation forwards
-    def encode_image(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-        return model.encode_image(images, normalize=True)
-
-    def encode_text(self, model: torch.nn.Module, text: torch.Tensor) -> torch.Tensor:
-        return model.encode_text(text, normalize=True)
-
 
 def timm_depth(model_name: str) -> int:
     """Blocks of a timm model, counted on the meta device (no memory, no download)."""

@@ -18,9 +18,10 @@ from distillctl.coca.splitter import CocaSplitter
 from distillctl.errors import DistillctlError
 from distillctl.interfaces import Teacher
 from distillctl.losses import caption_kl, contrastive_kl, similarity
+from distillctl.openclip_common import OpenClipFamilyMixin
 
 
-class CocaFamily:
+class CocaFamily(OpenClipFamilyMixin):
     """open_clip CoCa: task = contrastive + captioning; KD = caption-logit KL + similarity-matrix KL."""
 
     name = "coca"
@@ -80,19 +81,7 @@ class CocaFamily:
             cfg[MODULE_CFG[module]]["layers"] = int(n)
         return cfg
 
-    def dummy_inputs(self, bundle: Teacher, batch_size: int, device: Any) -> dict[str, torch.Tensor]:
-        from distillctl.openclip_common import image_text_dummy_inputs
-
-        return image_text_dummy_inputs(bundle, batch_size, device)
-
     # ------------------------------------------------------------------ export / load
-    def export(self, model: torch.nn.Module, out_dir: Path, *, model_config: dict[str, Any], source: Teacher,
-               metadata: dict[str, str], dtype: str) -> dict[str, Any]:
-        from distillctl.openclip_common import export_local_dir
-
-        return export_local_dir(self.name, model, out_dir, model_config=model_config, source=source,
-                                metadata=metadata, dtype=dtype)
-
     def load(self, path: Path, device: str = "cpu") -> Teacher:
         from distillctl.coca.models import build_coca, make_tokenizer, make_transform
         from distillctl.export import read_export
@@ -114,12 +103,6 @@ class CocaFamily:
                        weights=str(path), weights_hash="", splitter="coca", tokenizer_config=tok_cfg, family=self.name)
 
     # ------------------------------------------------------------------ evaluation forwards
-    def encode_image(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-        return model.encode_image(images, normalize=True)
-
-    def encode_text(self, model: torch.nn.Module, text: torch.Tensor) -> torch.Tensor:
-        return model.encode_text(text, normalize=True)
-
     def caption_logits(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         out = model(inputs["image"], inputs["text"])
         return out["logits"], out["labels"]  # [B, L-1, V], [B, L-1]
