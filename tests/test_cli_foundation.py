@@ -333,7 +333,7 @@ def test_preset_header_parsing(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- start-up cost
-HEAVY = ("torch", "open_clip", "timm", "safetensors")
+HEAVY = ("torch", "open_clip", "timm", "safetensors", "wandb", "mlflow", "tensorboard", "huggingface_hub")
 
 _PROBE = """
 import json, sys

@@ -74,6 +74,7 @@ def create_trackers(cfg: dict[str, Any], *, emit: Any = None) -> Trackers:
 
     A factory that raises (its library is not installed, an option is wrong) is one :class:`TrackerError`
     line, raised here: ``preflight`` calls this before any model is built."""
+    from distillctl.errors import PluginError
     from distillctl.plugins import registry
     from distillctl.registry import plugin_errors
 
@@ -84,8 +85,17 @@ def create_trackers(cfg: dict[str, Any], *, emit: Any = None) -> Trackers:
     made = []
     for name in dict.fromkeys(names):  # each tracker once, in the order given
         entry = reg.get(name)
-        with plugin_errors(entry, "start-up", name=name):
-            made.append(entry.factory(**dict(options.get(entry.name) or options.get(name) or {})))
+        opts = dict(options.get(entry.name) or options.get(name) or {})
+        try:
+            with plugin_errors(entry, "start-up", name=name):
+                made.append(entry.factory(**opts))
+        except PluginError as exc:
+            missing = exc.__cause__
+            if not isinstance(missing, ModuleNotFoundError) or not missing.name:
+                raise
+            package = missing.name.split(".")[0]
+            raise TrackerError(f"{entry.describe(name)} needs the Python package {package!r}, which is not installed "
+                               f"({missing}); install it (pip install {package}) or drop {name} from --report-to.") from None
     return Trackers(made, emit=emit)
 
 
@@ -172,7 +182,7 @@ class Trackers:
         values = torch.stack([v.float().reshape(()) for _, terms, _ in self._steps for v in terms.values()]).tolist()
         by_step: dict[int, dict[str, float]] = {step: {"train/lr": lr} for step, _, lr in self._steps}
         for (step, k), v in zip(keys, values, strict=True):
-            by_step[step][f"train/{k}"] = v
+            by_step[step][f"train/{_key(k)}"] = v
         self._steps = []
         for step, metrics in by_step.items():
             self._log(metrics, step)
@@ -191,7 +201,7 @@ class Trackers:
             "episode/burn_in": float(bool(record.get("burn_in"))),
             "episode/lr": record.get("lr", float("nan")),
             **{f"episode/arm/{a}": float(a == record["arm"]) for a in arms},
-            **{f"probe/{k}": v for k, v in (record.get("probe") or {}).items()},
+            **{f"probe/{_key(k)}": v for k, v in (record.get("probe") or {}).items()},
         }
         if "samples_per_s" in record:
             metrics["episode/samples_per_s"] = record["samples_per_s"]
@@ -201,7 +211,7 @@ class Trackers:
         self._log(metrics, int(record["step"]))
         for t in list(self.trackers):
             if hasattr(t, "log_text"):
-                self._call(t, "log_text", "episode/arm", f"episode {record['episode']}: {record['arm']}", int(record["step"]))
+                self._call(t, "log_text", "episode/arm_name", f"episode {record['episode']}: {record['arm']}", int(record["step"]))
 
     def log_run_end(self, report: dict[str, Any], out_dir: Path) -> None:
         """The evaluation and sizes as metrics at the final step; ``report.html`` / ``report.json`` as artifacts."""
@@ -225,6 +235,12 @@ class Trackers:
                 for name in ("report.html", "report.json"):
                     if (Path(out_dir) / name).is_file():
                         self._call(t, "log_artifact", Path(out_dir) / name)
+
+
+def _key(term: str) -> str:
+    """A loss term's name as one path component (``task/contrastive`` -> ``task.contrastive``): ``train/task`` and
+    its parts must not nest, since MLflow's file store keeps ``train/task`` as a file."""
+    return term.replace("/", ".")
 
 
 def _where(tracker: Any) -> str:

@@ -131,7 +131,9 @@ class WandbTracker:
         self.run.summary.update(metrics)
 
     def log_artifact(self, path: Path) -> None:
-        self.run.save(str(Path(path).resolve()), base_path=str(Path(path).resolve().parent), policy="now")
+        artifact = self.wandb.Artifact(Path(path).name.replace(".", "-"), type="distillctl-report")
+        artifact.add_file(str(path))
+        self.run.log_artifact(artifact)
 
     def finish(self, *, failed: bool = False) -> None:
         if self.run is not None:
