@@ -13,7 +13,7 @@ one ``open_clip.create_model_and_transforms("hf-hub:ORG/NAME")`` reads (``factor
 from ``report.json``) and ``run.toml`` (the resolved config: ``distillctl distill --preset run.toml``
 repeats the run). No tokenizer files are written: open_clip gives a model whose ``text_cfg`` has no
 ``hf_tokenizer_name`` its own CLIP BPE ``SimpleTokenizer``, which is the tokenizer of every open_clip
-teacher. A student of the bundled ``quickstart`` teacher uses the project's 32-word tokenizer instead,
+teacher. A student of the bundled ``quickstart`` teacher uses the project's word tokenizer instead,
 which open_clip does not know: model and transforms load through open_clip, text must be tokenised
 with ``distillctl`` (the card says so and shows how).
 
@@ -257,7 +257,7 @@ def model_card(report: dict[str, Any], meta: dict[str, str], config_doc: dict[st
     if tokenizer.get("type") == "words":
         lines += ["```", "",
                   "This student keeps its teacher's own word tokenizer (the bundled distillctl `quickstart` teacher's "
-                  f"{len(tokenizer.get('words', []))}-word vocabulary), which open_clip does not know: open_clip loads the "
+                  f"{len(tokenizer.get('words', []))} words), which open_clip does not know: open_clip loads the "
                   "model and its transforms (equal to distillctl's for square images at the model's size), and text "
                   "is tokenised with distillctl (`pip install distillctl`):", "", "```python", "import json", "",
                   "from huggingface_hub import hf_hub_download", "from distillctl.quickstart import WordTokenizer", "",
