@@ -293,3 +293,53 @@ def test_builtin_trackers_pass_the_conformance_kit(name: str, tmp_path: Path, tr
     _need({"mlflow": "mlflow", "wandb": "wandb", "tensorboard": "tensorboard"}[name])
     written = testing.check_tracker(name, tmp_path / "out")
     assert written, f"{name} wrote nothing under out_dir"
+
+
+def test_wandb_without_a_login_is_one_line_before_any_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             tracker_env: None) -> None:
+    _need("wandb")
+    monkeypatch.setenv("WANDB_MODE", "online")  # online, and no API key anywhere: wandb refuses without a prompt
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc
+    out = tmp_path / "R"
+    res = _distill(out, "--report-to", "wandb")
+    assert res.exit_code == 1
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: tracker 'wandb' could not start: "), res.output
+    assert "wandb login" in lines[0] and "WANDB_MODE=offline" in lines[0]
+    assert not (out / "run.toml").exists() and not (out / "student.safetensors").exists()
+
+
+def test_a_failed_run_keeps_its_tracker_logs(tmp_path: Path, use_plugins: Any, plugin: Any) -> None:
+    _need("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    class Breaks:
+        uses_rewards = False
+
+        def __init__(self, *, arms: list[tuple[str, ...]], seed: int) -> None:
+            self.n = 0
+
+        def select(self, episode: int) -> int:
+            if episode == 2:
+                raise RuntimeError("policy bug")
+            return 0
+
+        def update(self, arm: int, reward: float) -> None: ...
+
+        def posterior(self) -> list[dict[str, float]]:
+            return [{"mean": 0.0, "std": 1.0, "n": 0.0}] * 3
+
+        def state_dict(self) -> dict[str, Any]:
+            return {}
+
+        def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    use_plugins(plugin("breaks", register_policies=lambda register: register("breaks", Breaks)))
+    out = tmp_path / "R"
+    with pytest.raises((RuntimeError, DistillctlError), match="policy bug"):  # a policy that breaks in episode 3
+        Run(_smoke_cfg("train.report_to=['tensorboard']", "policy.name=breaks"), out).execute()
+    assert sorted(p.name for p in out.iterdir()) == ["tensorboard"]  # nothing else of the failed run, its logs kept
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train/total")] == [1, 2, 3, 4]  # the two episodes it finished
+    assert [e.step for e in acc.Scalars("episode/reward")] == [2, 4]

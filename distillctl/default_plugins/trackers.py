@@ -39,5 +39,5 @@ def make_mlflow(*, tracking_uri: str | None = None, experiment: str = "distillct
 @hookimpl
 def register_trackers(register: Register) -> None:
     register("tensorboard", make_tensorboard, aliases=("tb",))
-    register("wandb", make_wandb, aliases=("w&b",))
+    register("wandb", make_wandb)
     register("mlflow", make_mlflow)
