@@ -105,10 +105,14 @@ class WandbTracker:
         root = Path(self.dir).expanduser() if self.dir else out_dir
         root.mkdir(parents=True, exist_ok=True)
         self._out = out_dir
+        # WANDB_MODE as it is now: wandb caches the settings of its first run in the process, so a second run
+        # (compare, tests) would otherwise inherit the first one's mode
+        env_mode = os.environ.get("WANDB_MODE")
+        mode = self.mode or (env_mode if env_mode in ("online", "offline", "disabled") else None)
         try:
             self.run = self.wandb.init(
                 project=self.project, entity=self.entity, name=self.run_name or run_name, dir=str(root), config=config,
-                mode=self.mode, tags=self.tags, group=self.group,
+                mode=mode, tags=self.tags, group=self.group,
                 # no stdout capture (the progress display owns the terminal), no code/git snapshot
                 settings=self.wandb.Settings(console="off", save_code=False, silent=True),
             )
