@@ -193,3 +193,26 @@ def test_quickstart_fp16_student_keeps_its_r1(tmp_path: Path) -> None:
         assert res.exit_code == 0, res.output
         scores.append(json.loads(res.stdout)["student"]["i2t_r1"])
     assert abs(scores[0] - scores[1]) <= 0.01, scores
+
+
+@pytest.mark.slow
+def test_clip_student_loads_whole_through_hf_hub_tokenizer_included(tmp_path: Path) -> None:
+    """A student of an open_clip CLIP teacher: model, transforms and tokenizer all come from open_clip's hf-hub path."""
+    run, hf = tmp_path / "clip", tmp_path / "hf"
+    assert invoke("distill", "--preset", "clip-smoke", "--out", str(run), "--quiet", "--set", "eval.evaluators=[]").exit_code == 0
+    res = invoke("export", str(run), "--hf", "--repo-id", "distillctl-test/clip", "--out", str(hf))
+    assert res.exit_code == 0 and "distillctl push" in res.output, res.output
+    rev = "89abcdef0123456789abcdef0123456789abcdef"
+    repo_dir = tmp_path / "cache" / "models--distillctl-test--clip"
+    shutil.copytree(hf, repo_dir / "snapshots" / rev)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(rev)
+    script = _LOAD_FROM_HUB_CACHE.replace("print(json.dumps({", "emb = model.encode_text(tok(['a red circle']))\nprint(json.dumps({'text_dim': emb.shape[-1], ")
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "cache"), "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", script, "distillctl-test/clip", str(run / "student.safetensors"),
+                           str(hf / "README.md")], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert doc["type"] == "CLIP" and doc["equal"] and doc["tokenizer"] == "SimpleTokenizer" and doc["text_dim"] > 0
+    assert "WordTokenizer" not in (hf / "README.md").read_text()
+    assert 'open_clip.get_tokenizer("hf-hub:distillctl-test/clip")' in (hf / "README.md").read_text()

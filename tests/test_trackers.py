@@ -343,3 +343,18 @@ def test_a_failed_run_keeps_its_tracker_logs(tmp_path: Path, use_plugins: Any, p
     acc.Reload()
     assert [e.step for e in acc.Scalars("train/total")] == [1, 2, 3, 4]  # the two episodes it finished
     assert [e.step for e in acc.Scalars("episode/reward")] == [2, 4]
+
+
+def test_trackers_log_wherever_the_user_points(tmp_path: Path, tracker_env: None) -> None:
+    _need("tensorboard")
+    _need("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    elsewhere = tmp_path / "elsewhere"
+    testing.check_tracker("tensorboard", tmp_path / "tb-out", log_dir=str(elsewhere / "tb"))
+    assert list((elsewhere / "tb").glob("events.out.tfevents.*")) and not any((tmp_path / "tb-out").glob("tensorboard"))
+    written = testing.check_tracker("mlflow", tmp_path / "ml-out", tracking_uri=str(elsewhere / "mlruns"), experiment="mine")
+    assert not any(w.startswith("mlruns") for w in written)
+    client = MlflowClient(tracking_uri=(elsewhere / "mlruns").resolve().as_uri())
+    run = client.search_runs([client.get_experiment_by_name("mine").experiment_id])[0]
+    assert run.info.status == "FINISHED" and run.data.metrics["eval/student/i2t_r1"] == 0.5

@@ -38,8 +38,13 @@ def register(app: typer.Typer) -> None:
         con.print(f"{Path(sizes['student_file']).name}: {sizes['export_dtype']}, {sizes['student_file_bytes'] / 1e6:.2f} MB "
                   f"({sizes['student_tensor_params']:,} parameters x {sizes['student_file_bytes'] / sizes['student_tensor_params']:.2f} "
                   "bytes)", highlight=False)
-        how = f"hf-hub:ORG/NAME once pushed (distillctl push {result['out']} --repo-id ORG/NAME)" if hf else f"local-dir:{result['out']}"
-        con.print(f"open_clip: create_model_and_transforms(\"{how}\"); score it: distillctl eval {result['out']}", highlight=False)
+        if hf:
+            repo = repo_id or "ORG/NAME"
+            con.print(f"share it: distillctl push {result['out']} --repo-id {repo}; then open_clip loads it with "
+                      f"create_model_and_transforms(\"hf-hub:{repo}\")", highlight=False)
+        else:
+            con.print(f"open_clip loads it with create_model_and_transforms(\"local-dir:{result['out']}\")", highlight=False)
+        con.print(f"score it: distillctl eval {result['out']}", highlight=False)
 
     @app.command("push", rich_help_panel="Sharing")
     def push(
