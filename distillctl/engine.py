@@ -3,7 +3,8 @@
 ``run(cfg, out_dir)`` is the whole job behind ``distillctl distill``. It calls named phases in order,
 each reading and filling one typed :class:`RunContext`::
 
-    0. preflight        out dir, teacher weights, data sources, batch size -- before any model is built
+    0. preflight        out dir, teacher weights, trackers (--report-to), data sources, batch size -- before any
+                        model is built; the trackers start right after, in the folder's session
     1. build_models     teacher (eval, frozen, no_grad forwards), family, splitter, student, layer pairs
     2. build_probe_set  fixed held-out batches; the teacher's probe outputs computed ONCE
     3. build_training   projections, objective, arms, policy, AdamW, schedule
@@ -278,7 +279,7 @@ class Objective:
 
 # --------------------------------------------------------------------------------------- phases
 def preflight(ctx: RunContext) -> None:
-    """0. Cheap checks before anything is built or written: out dir, teacher weights, data, batch size."""
+    """0. Cheap checks before anything is built or written: out dir, teacher weights, trackers, data, batch size."""
     train = ctx.train
     # first: an --out this run may not use (in use, holds a run, unwritable, full disk) costs nothing
     ctx.rundir = RunDir(ctx.out_dir, overwrite=ctx.overwrite, resume=ctx.resume)
