@@ -81,8 +81,14 @@ def test_tensorboard_event_files_hold_steps_episodes_and_eval(tmp_path: Path) ->
     # the evaluation at the end
     assert acc.Scalars("eval/student/i2t_r1")[-1].value == pytest.approx(report["eval"]["student"]["i2t_r1"])
     assert acc.Scalars("eval/teacher/i2t_r1")[-1].value == pytest.approx(report["eval"]["teacher"]["i2t_r1"])
-    # the config, as text (and hyperparameters)
+    # the config, as text and as hyperparameters (TensorBoard's HParams plugin data)
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
     assert "config/text_summary" in acc.Tags()["tensors"]
+    start = plugin_data_pb2.HParamsPluginData.FromString(acc.PluginTagToContent("hparams")["_hparams_/session_start_info"])
+    hp = start.session_start_info.hparams
+    assert hp["train.lr"].number_value == pytest.approx(report["config"]["train"]["lr"])
+    assert hp["teacher.name"].string_value == "quickstart" and hp["train.report_to"].string_value == "tensorboard"
 
 
 # ----------------------------------------------------------------------------------------- W&B + MLflow
