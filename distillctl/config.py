@@ -86,6 +86,14 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "probe_cache": Field(str, "device", choices=("device", "host"),
                              help="where the probe set's cached teacher outputs live; host = pinned CPU memory"),
         "fsdp": Field(bool, False, help="FSDP2 (fully_shard): shard student and teacher over the ranks (--fsdp)"),
+        "forward": Field(str, "full", choices=("full", "arm"),
+                         help="full: every step runs the whole teacher and student; arm: a step runs only what the "
+                              "arm's modules need (module-local steps, where the family declares them)"),
+        "budget": Field(str, "steps", choices=("steps", "flops"),
+                        help="what ends the run: episodes x episode_steps steps, or train.budget_flops of training compute"),
+        "budget_flops": Field(float, 0.0, ge=0,
+                              help="with budget = flops: training FLOPs (all ranks); 0 = what episodes x episode_steps "
+                                   "full all-module steps cost"),
     },
     "loss": {
         "w_task": Field(float, 1.0, help="weight of the family's task loss (CoCa: contrastive + caption)", ge=0),

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from distillctl.clip.splitter import ClipSplitter, text_has_cls
 from distillctl.errors import DistillctlError
-from distillctl.interfaces import Teacher
+from distillctl.interfaces import StepPlan, Teacher
 from distillctl.losses import contrastive_kl, similarity
 from distillctl.openclip_common import OpenClipFamilyMixin
 
@@ -60,6 +60,20 @@ class ClipFamily(OpenClipFamilyMixin):
             out = dict(zip(("image_features", "text_features", "logit_scale", "logit_bias"), out, strict=False))
         self._text_cls = text_has_cls(model)
         return out  # image_features [B, E], text_features [B, E] (L2-normalised), logit_scale (exp), logit_bias?
+
+    def step_plan(self, modules: tuple[str, ...]) -> StepPlan | None:
+        """Module-local steps: ``vision`` alone runs the image towers only, ``text`` alone the text towers
+        only (layerwise terms alone: every CLIP task/KD term pairs images with texts); both = the full step."""
+        arm = set(modules)
+        if arm == {"vision"}:
+            return StepPlan(parts=("visual",), forward=lambda model, inputs: model.encode_image(inputs["image"]))
+        if arm == {"text"}:
+            def text_forward(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
+                self._text_cls = text_has_cls(model)  # the text position mask depends on it
+                return model.encode_text(inputs["text"])
+
+            return StepPlan(parts=("text",), forward=text_forward)
+        return None
 
     def task_loss(self, outputs: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         img, txt, scale = outputs["image_features"], outputs["text_features"], outputs["logit_scale"]

@@ -16,7 +16,7 @@ import torch
 
 from distillctl.coca.splitter import CocaSplitter
 from distillctl.errors import DistillctlError
-from distillctl.interfaces import Teacher
+from distillctl.interfaces import StepPlan, Teacher
 from distillctl.losses import caption_kl, contrastive_kl, similarity
 from distillctl.openclip_common import OpenClipFamilyMixin
 
@@ -63,6 +63,17 @@ class CocaFamily(OpenClipFamilyMixin):
 
     def position_mask(self, module: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
         return self._masks.position_mask(module, inputs["text"])
+
+    def step_plan(self, modules: tuple[str, ...]) -> StepPlan | None:
+        """Module-local steps: ``vision`` alone runs the image towers only, ``text`` alone the unimodal text
+        towers only (layerwise terms alone: contrastive and caption terms need both towers and the
+        decoder); an arm with ``multimodal`` needs both towers and the decoder, i.e. the full step."""
+        arm = set(modules)
+        if arm == {"vision"}:
+            return StepPlan(parts=("visual",), forward=lambda model, inputs: model.visual(inputs["image"]))
+        if arm == {"text"}:
+            return StepPlan(parts=("text",), forward=lambda model, inputs: model.text(inputs["text"]))
+        return None  # vision+text still needs the decoder for CoCa's caption terms; multimodal: everything
 
     # ------------------------------------------------------------------ models
     def build(self, model_config: dict[str, Any], device: Any = "cpu") -> torch.nn.Module:
