@@ -366,6 +366,46 @@ def _tokens(h: torch.Tensor) -> torch.Tensor:
     return h.flatten(2).transpose(1, 2) if h.ndim == 4 else h
 
 
+def _check_step_plans(family: Any, what: str, model: Any, inputs: Any, modules: list[Any], full_hidden: dict[str, Any],
+                      temperature: float, teacher_out: Any) -> dict[str, Any]:
+    """``step_plan`` (optional): each arm's plan reproduces the full forward's hidden states on its layers."""
+    import torch
+
+    from distillctl.interfaces import StepPlan
+    from distillctl.layerwise import HiddenStateTap
+
+    plan_of = getattr(family, "step_plan", None)
+    if plan_of is None or not modules:
+        return {}
+    names = [m.name for m in modules]
+    arms = [(n,) for n in names] + ([tuple(names)] if len(names) > 1 else [])
+    out: dict[str, Any] = {}
+    for arm in arms:
+        plan = plan_of(arm)
+        label = "+".join(arm)
+        if plan is None:
+            out[label] = None
+            continue
+        _check(isinstance(plan, StepPlan), what, f"step_plan({arm!r}) must return a StepPlan or None, got {type(plan).__name__}")
+        _check(callable(plan.forward) and isinstance(plan.parts, tuple), what,
+               f"step_plan({arm!r}): a StepPlan needs a callable forward and a tuple of parts")
+        paths = [s.layer(i) for m in modules if m.name in arm for s in m.stacks for i in range(s.depth)]
+        with torch.no_grad(), HiddenStateTap(model, paths, stop=not plan.terms) as tap:
+            outputs = tap.run(plan.forward, model, inputs)
+        missing = [p for p in paths if p not in tap.outputs]
+        _check(not missing, what, f"step_plan({arm!r}).forward did not run layers {missing[:3]} of its arm")
+        for p in paths:
+            a, b = _tokens(tap.outputs[p]), _tokens(full_hidden[p].detach())
+            _check(a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5), what,
+                   f"step_plan({arm!r}).forward gives other hidden states at {p} than the full forward")
+        if plan.terms:
+            _tensor_dict(what, f"task_loss() of step_plan({arm!r}) outputs", family.task_loss(outputs, inputs))
+            _tensor_dict(what, f"kd_terms() of step_plan({arm!r}) outputs",
+                         family.kd_terms(outputs, teacher_out, inputs, temperature=temperature))
+        out[label] = list(plan.parts)
+    return out
+
+
 def check_family(
     family: Any,
     bundle: Teacher,
@@ -387,8 +427,13 @@ def check_family(
     forward is identical; ``build(model_config)`` makes a model with the same state-dict keys and shapes;
     the optional methods (``with_depths``, ``encode_image`` / ``encode_text``, ``dummy_inputs``) behave when
     present; ``evaluators`` are registered evaluator names (``registered_evaluators=False`` skips that, for a
-    family tested without the plugin that brings its evaluators). Returns ``{"inputs", "outputs", "loaded",
-    "masks"}`` (``masks``: module -> the layer paths its position mask was checked against).
+    family tested without the plugin that brings its evaluators). With ``splitter`` and a ``step_plan``
+    method (module-local steps), every single-module arm's and the all-modules arm's plan is None or a
+    :class:`~distillctl.interfaces.StepPlan` whose forward gives exactly the full forward's hidden states on
+    that arm's layers (stopped early after the last of them when ``terms`` is False) and, when ``terms`` is
+    True, task and KD terms from its outputs. Returns ``{"inputs", "outputs", "loaded", "masks", "plans"}``
+    (``masks``: module -> the layer paths its position mask was checked against; ``plans``: arm -> the parts
+    its plan runs, None for a full step).
     """
     import torch
 
@@ -439,6 +484,7 @@ def check_family(
             _check(tuple(mask.shape) == tuple(shape), what,
                    f"position_mask({m.name!r}) is {list(mask.shape)} but layer {p} outputs [B, L] = {list(shape)}")
         mask_checks[m.name] = list(layer_lengths)
+    plans = _check_step_plans(family, what, student, inputs, modules, tap.outputs, temperature, teacher_out)
 
     # export -> load: the reloaded bundle computes exactly what the exported model computes
     with tempfile.TemporaryDirectory() as scratch:
@@ -492,7 +538,7 @@ def check_family(
         with torch.no_grad():
             out = family.forward(model, dummy)
         _check(isinstance(out, dict), what, "forward(dummy_inputs(...)) must return a dict")
-    return {"inputs": inputs, "outputs": teacher_out, "loaded": loaded, "masks": mask_checks}
+    return {"inputs": inputs, "outputs": teacher_out, "loaded": loaded, "masks": mask_checks, "plans": plans}
 
 
 def _check_registered(kind: str, names: Iterable[str], what: str) -> None:

@@ -172,6 +172,9 @@ def test_every_builtin_family_passes(family_name: str, bundles: dict[str, Any], 
     family = registry("family").create(family_name)
     result = testing.check_family(family, bundle, splitter=registry("splitter").create(splitter), tmp_dir=tmp_path)
     assert result["masks"], "the family's position masks were not checked against any module"
+    if family_name in ("coca", "clip"):  # module-local steps: the towers alone for single-tower arms
+        assert result["plans"]["vision"] == ["visual"] and result["plans"]["text"] == ["text"]
+        assert [v for k, v in result["plans"].items() if "+" in k] == [None]  # every module: the full step
     triple = testing.check_triple(lambda **kw: bundle, student, splitter, family, student_options=options)
     assert set(triple["pairs"]) == {m.name for m in triple["splitter"].modules(bundle.model)}
 
@@ -201,6 +204,22 @@ def test_check_family_catches_an_export_that_forgets_the_family(bundles: dict[st
 
     with pytest.raises(AssertionError, match="must record family='coca-fork'"):
         testing.check_family(Forgetful(), _bundle(bundles, "coca"), tmp_dir=tmp_path, registered_evaluators=False)
+
+
+def test_check_family_catches_a_step_plan_that_runs_the_wrong_tower(bundles: dict[str, Any], tmp_path: Path) -> None:
+    from distillctl.coca.family import CocaFamily
+    from distillctl.interfaces import StepPlan
+    from distillctl.plugins import registry
+
+    class Crossed(CocaFamily):
+        def step_plan(self, modules: tuple[str, ...]) -> StepPlan | None:
+            if modules == ("vision",):  # runs the text tower for the vision arm
+                return StepPlan(parts=("text",), forward=lambda model, inputs: model.text(inputs["text"]))
+            return None
+
+    with pytest.raises(AssertionError, match=r"step_plan\(\('vision',\)\).forward did not run layers"):
+        testing.check_family(Crossed(), _bundle(bundles, "coca"), splitter=registry("splitter").create("coca"),
+                             tmp_dir=tmp_path, registered_evaluators=False)
 
 
 def test_check_triple_catches_a_student_that_is_not_smaller(bundles: dict[str, Any]) -> None:
