@@ -104,6 +104,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
         # measured (tests/benchmarks/reward_snr.py on the compare runs of quickstart / quickstart-hard): the
         # per-arm reward differences have an SNR of 0.23 / 0.40 with layerwise, 0.16 / 0.14 with total
         "reward_loss": Field(str, "layerwise", choices=("total", "layerwise", "task"), help="probe loss used for rewards"),
+        "reward_per": Field(str, "episode", choices=("episode", "compute"),
+                            help="episode: the reward is the probe-loss decrement of the episode; compute: that decrement "
+                                 "per unit of training compute (divided by the episode's FLOPs over a full all-module "
+                                 "episode's), so a cheap module-local episode is weighed by what it costs"),
         "arm_reduce": Field(str, "sum", choices=("sum", "mean"),
                             help="layerwise terms of a multi-module arm (and of the probe): sum or mean over its modules"),
         "warmup_rewards": Field(bool, False, help="feed the policy rewards of episodes that start inside the LR "

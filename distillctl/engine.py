@@ -768,6 +768,8 @@ def run_episode(ctx: RunContext, batches: Iterator[Any], episode: int) -> tuple[
     if not math.isfinite(p):
         raise TrainingError(f"non-finite probe loss in episode {episode + 1}; lower --lr or use --precision fp32.")
     reward = (state.prev_probe - p) / state.prev_probe if state.prev_probe else 0.0
+    if ctx.cfg["loss"]["reward_per"] == "compute" and state.flops > flops_0:  # per unit of compute: a full all-module episode = 1
+        reward /= (state.flops - flops_0) / (train["episode_steps"] * ctx.compute["full_step_flops"])
     state.prev_probe = p
     if burn_in is None:  # burn-in rewards are recorded, never fed to the policy
         ctx.policy.update(arm_idx, reward)
