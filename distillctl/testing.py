@@ -390,12 +390,12 @@ def _check_step_plans(family: Any, what: str, model: Any, inputs: Any, modules: 
         _check(callable(plan.forward) and isinstance(plan.parts, tuple), what,
                f"step_plan({arm!r}): a StepPlan needs a callable forward and a tuple of parts")
         paths = [s.layer(i) for m in modules if m.name in arm for s in m.stacks for i in range(s.depth)]
-        with torch.no_grad(), HiddenStateTap(model, paths, stop=not plan.terms) as tap:
+        with HiddenStateTap(model, paths, stop=not plan.terms) as tap:  # with gradients: the terms must carry them
             outputs = tap.run(plan.forward, model, inputs)
         missing = [p for p in paths if p not in tap.outputs]
         _check(not missing, what, f"step_plan({arm!r}).forward did not run layers {missing[:3]} of its arm")
         for p in paths:
-            a, b = _tokens(tap.outputs[p]), _tokens(full_hidden[p].detach())
+            a, b = _tokens(tap.outputs[p].detach()), _tokens(full_hidden[p].detach())
             _check(a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5), what,
                    f"step_plan({arm!r}).forward gives other hidden states at {p} than the full forward")
         if plan.terms:

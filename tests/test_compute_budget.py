@@ -56,30 +56,53 @@ def test_tap_stops_the_forward_after_the_last_tapped_layer() -> None:
         model(torch.zeros(2, 4))  # outside run(): the signal propagates
 
 
-def test_arm_forward_runs_only_the_parts_the_arm_needs(tmp_path: Path) -> None:
-    ctx = built("train.forward=arm", out=tmp_path / "o")
-    assert ctx.plans[("vision",)] is not None and ctx.plans[("text",)] is not None
-    assert ctx.plans[("multimodal",)] is None  # needs both towers and the decoder: the full step
+def _watch(ctx: engine.RunContext) -> tuple[set[str], list[Any]]:
     ran: set[str] = set()
     hooks = [getattr(m, part).register_forward_hook(lambda mod, a, o, p=part, w=who: ran.add(f"{w}.{p}"))
              for who, m in (("teacher", ctx.teacher_model), ("student", ctx.student_model))
              for part in ("visual", "text", "text_decoder")]
     hooks += [m.visual.attn_pool.register_forward_hook(lambda mod, a, o, w=who: ran.add(f"{w}.attn_pool"))
               for who, m in (("teacher", ctx.teacher_model), ("student", ctx.student_model))]
+    return ran, hooks
+
+
+def test_arm_forward_runs_only_the_parts_the_arm_needs(tmp_path: Path) -> None:
+    ctx = built("train.forward=arm", out=tmp_path / "o")
+    assert ctx.plans[("vision",)] is not None and ctx.plans[("text",)] is not None
+    assert ctx.plans[("multimodal",)] is None  # needs both towers and the decoder: the full step
+    ran, hooks = _watch(ctx)
     inputs = ctx.probe_batches[0].inputs
     arm = ("vision",)
     terms = engine.step_terms(ctx, inputs, arm, ctx.plans[arm], ctx.objective.student_paths(arm),
                               ctx.objective.teacher_paths(arm))
     for h in hooks:
         h.remove()
-    # the vision towers started, but stopped after their last hooked block: no pooler, no text, no decoder
-    assert not ran, ran  # visual's own forward hook fires only when it returns: it never did
-    assert terms["task"].item() == 0.0 and terms["kd"].item() == 0.0 and terms["layerwise"].item() > 0
+    # the image towers (with their pooler: the embedding is a KD term), no text tower, no decoder
+    assert ran == {"teacher.visual", "student.visual", "teacher.attn_pool", "student.attn_pool"}, ran
+    assert terms["task"].item() == 0.0 and terms["layerwise"].item() > 0
+    assert set(k for k in terms if k.startswith("kd/")) == {"kd/image_cos"} and terms["kd"].item() > 0
     terms["total"].backward()
     grads = {n for n, p in ctx.student_model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert any(n.startswith("visual.transformer.resblocks") for n in grads)
     assert not [n for n in grads if not n.startswith("visual.")], "only the image tower may get gradient"
-    assert not [n for n in grads if n.startswith("visual.attn_pool")]
+
+
+def test_a_plan_without_terms_stops_after_the_last_hooked_layer(tmp_path: Path) -> None:
+    from distillctl.interfaces import StepPlan
+
+    ctx = built("train.forward=arm", out=tmp_path / "o")
+    arm = ("vision",)
+    plan = StepPlan(parts=("visual",), forward=lambda model, inputs: model.visual(inputs["image"]))  # terms=False
+    ran, hooks = _watch(ctx)
+    terms = engine.step_terms(ctx, ctx.probe_batches[0].inputs, arm, plan, ctx.objective.student_paths(arm),
+                              ctx.objective.teacher_paths(arm))
+    for h in hooks:
+        h.remove()
+    assert not ran, ran  # stopped inside the image towers: visual never returned, no pooler, no text, no decoder
+    assert terms["task"].item() == 0.0 and terms["kd"].item() == 0.0 and terms["layerwise"].item() > 0
+    terms["total"].backward()
+    grads = {n for n, p in ctx.student_model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert grads and not [n for n in grads if n.startswith("visual.attn_pool") or not n.startswith("visual.")]
 
 
 def test_arm_forward_gives_the_same_layerwise_terms_as_the_full_forward(tmp_path: Path) -> None:
@@ -92,7 +115,7 @@ def test_arm_forward_gives_the_same_layerwise_terms_as_the_full_forward(tmp_path
             full = engine.step_terms(ctx, inputs, arm, None, s_paths, t_paths)
         m = arm[0]
         assert torch.allclose(local[f"lw/{m}"], full[f"lw/{m}"], rtol=1e-5, atol=1e-7), m
-        assert float(full["task"]) > 0  # the full step also has the task terms the local one cannot compute
+        assert full["task"].item() > 0 and local["task"].item() == 0.0  # task terms need the full step
 
 
 def test_flops_per_arm_are_counted_and_module_local_steps_cost_less(tmp_path: Path) -> None:
