@@ -90,7 +90,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
                          help="full: every step runs the whole teacher and student; arm: a step runs only what the "
                               "arm's modules need (module-local steps, where the family declares them)"),
         "budget": Field(str, "steps", choices=("steps", "flops"),
-                        help="what ends the run: episodes x episode_steps steps, or train.budget_flops of training compute"),
+                        help="what ends the run: episodes x episode_steps steps, or train.budget_flops of training compute "
+                             "(then an episode spends what episode_steps full all-module steps cost, whatever its arm)"),
         "budget_flops": Field(float, 0.0, ge=0,
                               help="with budget = flops: training FLOPs (all ranks); 0 = what episodes x episode_steps "
                                    "full all-module steps cost"),
@@ -104,10 +105,6 @@ SCHEMA: dict[str, dict[str, Field]] = {
         # measured (tests/benchmarks/reward_snr.py on the compare runs of quickstart / quickstart-hard): the
         # per-arm reward differences have an SNR of 0.23 / 0.40 with layerwise, 0.16 / 0.14 with total
         "reward_loss": Field(str, "layerwise", choices=("total", "layerwise", "task"), help="probe loss used for rewards"),
-        "reward_per": Field(str, "episode", choices=("episode", "compute"),
-                            help="episode: the reward is the probe-loss decrement of the episode; compute: that decrement "
-                                 "per unit of training compute (divided by the episode's FLOPs over a full all-module "
-                                 "episode's), so a cheap module-local episode is weighed by what it costs"),
         "arm_reduce": Field(str, "sum", choices=("sum", "mean"),
                             help="layerwise terms of a multi-module arm (and of the probe): sum or mean over its modules"),
         "warmup_rewards": Field(bool, False, help="feed the policy rewards of episodes that start inside the LR "

@@ -744,7 +744,7 @@ def run_episode(ctx: RunContext, batches: Iterator[Any], episode: int) -> tuple[
     s_paths, t_paths = ctx.objective.student_paths(arm), ctx.objective.teacher_paths(arm)  # only this arm's layers
     ep_sums: dict[str, torch.Tensor] = {}
     t_episode, compute_0, flops_0, steps = time.perf_counter(), state.timings["compute_s"], state.flops, 0
-    for _ in range(train["episode_steps"]):
+    for _ in range(episode_length(ctx, arm)):
         if budget_spent(ctx):  # a FLOPs budget can run out inside an episode: it ends there
             break
         steps += 1
@@ -768,8 +768,6 @@ def run_episode(ctx: RunContext, batches: Iterator[Any], episode: int) -> tuple[
     if not math.isfinite(p):
         raise TrainingError(f"non-finite probe loss in episode {episode + 1}; lower --lr or use --precision fp32.")
     reward = (state.prev_probe - p) / state.prev_probe if state.prev_probe else 0.0
-    if ctx.cfg["loss"]["reward_per"] == "compute" and state.flops > flops_0:  # per unit of compute: a full all-module episode = 1
-        reward /= (state.flops - flops_0) / (train["episode_steps"] * ctx.compute["full_step_flops"])
     state.prev_probe = p
     if burn_in is None:  # burn-in rewards are recorded, never fed to the policy
         ctx.policy.update(arm_idx, reward)
@@ -779,6 +777,16 @@ def run_episode(ctx: RunContext, batches: Iterator[Any], episode: int) -> tuple[
                  "compute_s": round(compute_s, 4), "probe_s": round(time.perf_counter() - tp, 4),
                  "wall_s": round(time.perf_counter() - t_episode, 4),
                  "posterior": ctx.policy.posterior(), "burn_in": burn_in is not None}
+
+
+def episode_length(ctx: RunContext, arm: tuple[str, ...]) -> int:
+    """Steps in an episode of ``arm``: ``episode_steps``; under a FLOPs budget, as many of this arm's steps as
+    ``episode_steps`` full all-module steps cost (rounded up), so every episode spends the same compute and
+    rewards compare arms per unit of compute (a cheap module-local arm trains more steps per episode)."""
+    steps = ctx.train["episode_steps"]
+    if ctx.train["budget"] != "flops":
+        return steps
+    return math.ceil(steps * ctx.compute["full_step_flops"] / max(1, ctx.compute["step_flops"][arm_name(arm)]))
 
 
 def budget_spent(ctx: RunContext) -> bool:
