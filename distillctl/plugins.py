@@ -52,6 +52,7 @@ class BrokenPlugin:
     distribution: str
     error: str
     version: str = "?"
+    traceback: str = ""  # the formatted traceback behind ``error`` (``DISTILLCTL_DEBUG=1 distillctl plugins``)
 
     def line(self) -> str:
         return f"plugin {self.name!r} ({self.distribution} {self.version}) is broken: {self.error}"
@@ -90,6 +91,41 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
+def _broken(name: str, dist: str, version: str, exc: BaseException) -> BrokenPlugin:
+    import traceback
+
+    return BrokenPlugin(name, dist, _one_line(exc), version, "".join(traceback.format_exception(exc)))
+
+
+def _parse_api(value: str) -> tuple[int, int]:
+    major, _, minor = str(value).strip().partition(".")
+    return int(major), int(minor or 0)
+
+
+def api_refusal(obj: Any) -> str | None:
+    """Why a plugin object cannot be loaded because of the plugin API it declares, or None.
+
+    A plugin declares the API it needs with ``DISTILLCTL_PLUGIN_API = "MAJOR.MINOR"`` on its entry-point
+    object (:data:`distillctl.PLUGIN_API`): loaded when MAJOR equals ours and MINOR is not newer.
+    """
+    declared = getattr(obj, "DISTILLCTL_PLUGIN_API", None)
+    if declared is None:
+        return None
+    try:
+        need = _parse_api(declared)
+        have = _parse_api(hookspecs.PLUGIN_API)
+    except ValueError:
+        return (f"DISTILLCTL_PLUGIN_API = {declared!r} is not a version like \"{hookspecs.PLUGIN_API}\"; "
+                "fix the plugin's declaration")
+    here = f"this distillctl {_version()} provides plugin API {hookspecs.PLUGIN_API}"
+    if need[0] > have[0] or (need[0] == have[0] and need[1] > have[1]):
+        return f"requires distillctl plugin API {declared}, {here}: upgrade distillctl (pip install -U distillctl)"
+    if need[0] < have[0]:
+        return (f"was written for distillctl plugin API {declared}, {here} (see the CHANGELOG's \"Breaking (plugin API)\"): "
+                f"upgrade the plugin, or pin the distillctl it was written for")
+    return None
+
+
 def load_plugins(*, include_entry_points: bool = True, extra: tuple[Any, ...] = ()) -> Plugins:
     """Build a fresh plugin manager and fill the registries.
 
@@ -111,7 +147,7 @@ def load_plugins(*, include_entry_points: bool = True, extra: tuple[Any, ...] = 
             pm.register(mod, name=modname)
             plugins.provenance[modname] = builtin
         except Exception as exc:  # a built-in that fails is reported, never fatal
-            plugins.broken.append(BrokenPlugin(modname, "distillctl", _one_line(exc), builtin.version))
+            plugins.broken.append(_broken(modname, "distillctl", builtin.version, exc))
 
     if include_entry_points:
         for ep in md.entry_points(group=ENTRY_POINT_GROUP):
@@ -128,15 +164,23 @@ def load_plugins(*, include_entry_points: bool = True, extra: tuple[Any, ...] = 
                 continue
             try:
                 obj = ep.load()
+                refusal = api_refusal(obj)
+                if refusal is not None:
+                    plugins.broken.append(BrokenPlugin(ep.name, dist, refusal, ver))
+                    continue
                 pm.register(obj, name=ep.name)
                 plugins.provenance[ep.name] = Provenance(ep.name, dist, ver)
             except Exception as exc:
-                plugins.broken.append(BrokenPlugin(ep.name, dist, _one_line(exc), ver))
+                plugins.broken.append(_broken(ep.name, dist, ver, exc))
 
     for i, obj in enumerate(extra):
         name = getattr(obj, "__name__", None) or f"extra-{i}"
         dist = getattr(obj, "distribution", name)
         if name in blocked or dist in blocked:
+            continue
+        refusal = api_refusal(obj)
+        if refusal is not None:
+            plugins.broken.append(BrokenPlugin(name, dist, refusal, getattr(obj, "version", "0")))
             continue
         pm.register(obj, name=name)
         plugins.provenance[name] = Provenance(name, dist, getattr(obj, "version", "0"))
@@ -168,7 +212,7 @@ def load_plugins(*, include_entry_points: bool = True, extra: tuple[Any, ...] = 
             try:
                 impl.function(register=register)
             except Exception as exc:
-                plugins.broken.append(BrokenPlugin(impl.plugin_name, prov.distribution, _one_line(exc), prov.version))
+                plugins.broken.append(_broken(impl.plugin_name, prov.distribution, prov.version, exc))
     return plugins
 
 

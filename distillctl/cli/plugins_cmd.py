@@ -94,6 +94,10 @@ def plugins(
         out.print("no components registered", style="yellow")
     for c in doc["clashes"]:
         out.print(f"clash: {c['message']}", style="red", markup=False, highlight=False, soft_wrap=True)
-    for b in doc["broken"]:
-        line = f"broken plugin {b['plugin']!r} ({b['distribution']} {b['version']}): {b['error']}"
-        out.print(line, style="red", markup=False, highlight=False, soft_wrap=True)
+    from distillctl.errors import debug_enabled
+    from distillctl.plugins import get_plugins
+
+    for b in get_plugins().broken:  # the format the guide documents: plugin 'x' (dist 1.0) is broken: ...
+        if b.traceback and debug_enabled():  # DISTILLCTL_DEBUG=1: where it broke
+            out.print(b.traceback.rstrip(), markup=False, highlight=False, soft_wrap=True)
+        out.print(b.line(), style="red", markup=False, highlight=False, soft_wrap=True)
