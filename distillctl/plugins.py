@@ -227,6 +227,9 @@ def get_plugins() -> Plugins:
     return _CACHE
 
 
+_get_plugins_default = get_plugins
+
+
 def reset_plugins(plugins: Plugins | None = None) -> None:
     """Drop (or replace) the cached plugins; tests use it."""
     global _CACHE
@@ -235,6 +238,67 @@ def reset_plugins(plugins: Plugins | None = None) -> None:
 
 def registry(kind: str) -> Registry[Any]:
     return get_plugins().registry(kind)
+
+
+def _top(module: str) -> str:
+    return module.split(".", 1)[0]
+
+
+def plugin_fault(exc: BaseException) -> PluginError | None:
+    """The CLI's last line of defence: an exception that escaped from a plugin's own code, as one
+    :class:`PluginError` line naming the plugin, its distribution and version, or None when no plugin
+    code is on the traceback (then it is distillctl's bug and keeps its traceback).
+
+    Call sites that know the component wrap it with :func:`distillctl.registry.call_plugin` (a better
+    line: ``policy 'greedy' from plugin ... failed in select: ...``); this catches the rest, e.g. a
+    method of a plugin's family called deep inside the engine. The plugin is found from the innermost
+    traceback frame whose module belongs to a loaded third-party plugin: its entry-point module's
+    package, or the module of a factory it registered.
+    """
+    import sys
+    import types
+
+    if _CACHE is None and get_plugins is _get_plugins_default:  # nothing loaded: no plugin code can have run
+        return None
+    try:
+        loaded = get_plugins()
+    except Exception:  # noqa: BLE001 - loading failed already: nothing to attribute
+        return None
+    exact: dict[str, Provenance] = {}
+    for name, obj in loaded.pm.list_name_plugin():
+        prov = loaded.provenance.get(name)
+        if prov is not None and not prov.builtin and obj is not None:
+            exact.setdefault(obj.__name__ if isinstance(obj, types.ModuleType) else type(obj).__module__, prov)
+    for reg in loaded.registries.values():
+        for entry in reg:
+            module = getattr(entry.factory, "__module__", None)
+            if isinstance(module, str) and not entry.provenance.builtin:
+                exact.setdefault(module, entry.provenance)
+    ignored = set(sys.stdlib_module_names) | {"distillctl", "builtins", "__main__"}
+    exact = {m: p for m, p in exact.items() if _top(m) not in ignored}
+    packages: dict[str, Provenance] = {}
+    for module, prov in exact.items():
+        packages.setdefault(_top(module), prov)
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):  # innermost first: the plugin code closest to the failure
+        module = frame.f_globals.get("__name__")
+        if not isinstance(module, str):
+            continue
+        prov = exact.get(module) or packages.get(_top(module))
+        if prov is None:
+            continue
+        where = frame.f_code.co_name
+        where = f" in {where}" if not where.startswith("<") else ""
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        message = " ".join(f"plugin {prov.plugin!r} ({prov}) failed{where}: {detail}".split())
+        fault = PluginError(message, hint="(DISTILLCTL_DEBUG=1 shows the traceback.)")
+        fault.__cause__ = exc
+        return fault
+    return None
 
 
 def call_observers(hook_name: str, **kwargs: Any) -> None:

@@ -97,6 +97,18 @@ class Entry(Generic[T]):
                 out[p.name] = p.default
         return out
 
+    def required_options(self, engine: Iterable[str] = ()) -> list[str]:
+        """Keyword parameters without a default, less those the engine passes itself (``engine``):
+        options a user must set (``[policy] threshold = 0.5``)."""
+        try:
+            sig = inspect.signature(self.factory)
+        except (TypeError, ValueError):
+            return []
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        skip = set(engine)
+        return [p.name for p in sig.parameters.values()
+                if p.kind in kinds and p.default is inspect.Parameter.empty and p.name not in skip]
+
     def option_types(self) -> dict[str, Any]:
         """The factory's keyword parameters -> their annotations, resolved where possible.
 
@@ -148,10 +160,14 @@ def plugin_errors(entry: Entry[Any], action: str | None = None, *, name: str | N
     except DistillctlError:
         raise
     except Exception as exc:
-        where = f" in {action}" if action else ""
-        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        message = " ".join(f"{entry.describe(name)} failed{where}: {detail}".split())
-        raise PluginError(message, hint="(DISTILLCTL_DEBUG=1 shows the traceback.)") from exc
+        raise _plugin_error(entry, action, name, exc) from exc
+
+
+def _plugin_error(entry: Entry[Any], action: str | None, name: str | None, exc: BaseException) -> PluginError:
+    where = f" in {action}" if action else ""
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    message = " ".join(f"{entry.describe(name)} failed{where}: {detail}".split())
+    return PluginError(message, hint="(DISTILLCTL_DEBUG=1 shows the traceback.)")
 
 
 def call_plugin(entry: Entry[Any], fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
@@ -168,6 +184,45 @@ def call_plugin(entry: Entry[Any], fn: Callable[..., R], /, *args: Any, **kwargs
         action = None
     with plugin_errors(entry, action):
         return fn(*args, **kwargs)
+
+
+class Guarded:
+    """A plugin's object whose methods run under :func:`plugin_errors`: ``guarded.select(3)`` fails as
+    ``policy 'greedy' from plugin ... failed in select: ...``. Attributes that are not methods pass through.
+    For pure-Python objects called from a command that knows no better place (``simulate``'s policies);
+    the wrappers are cached, so a call costs one ``try`` more (``simulate --suite`` makes millions)."""
+
+    __slots__ = ("_cache", "_entry", "_name", "_obj")
+
+    def __init__(self, entry: Entry[Any], obj: Any, name: str | None = None) -> None:
+        object.__setattr__(self, "_entry", entry)
+        object.__setattr__(self, "_obj", obj)
+        object.__setattr__(self, "_name", name)
+        object.__setattr__(self, "_cache", {})
+
+    def __getattr__(self, attr: str) -> Any:
+        cached = self._cache.get(attr)
+        if cached is not None:
+            return cached
+        entry, name = self._entry, self._name
+        with plugin_errors(entry, attr, name=name):  # a property of the plugin's object may raise too
+            value = getattr(self._obj, attr)
+        if not callable(value) or attr.startswith("__"):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return value(*args, **kwargs)
+            except DistillctlError:
+                raise
+            except Exception as exc:
+                raise _plugin_error(entry, attr, name, exc) from exc
+
+        self._cache[attr] = call
+        return call
+
+    def __repr__(self) -> str:
+        return f"Guarded({self._obj!r})"
 
 
 # ---------------------------------------------------------------- clashes
