@@ -329,15 +329,50 @@ def _auto_option_problems(section: str, cfg: dict[str, Any], registries: dict[st
     return problems
 
 
+def old_evaluate_signature(entry: Any, evaluate: Any, *, name: str | None = None, bound: bool = True) -> str | None:
+    """Why ``evaluate`` (an evaluator's method; ``bound=False``: the function on its class) cannot be called as
+    the plugin API's ``evaluate(bundle, ctx)``, e.g. 0.1's ``evaluate(model, tokenizer, transform, dataset,
+    *, device)``; None when it can (or its signature cannot be read)."""
+    import inspect
+
+    from distillctl import PLUGIN_API, __version__
+
+    try:
+        signature = inspect.signature(evaluate)
+    except (TypeError, ValueError):
+        return None
+    try:
+        signature.bind(*([] if bound else [object()]), object(), object())
+        return None
+    except TypeError:
+        params = list(signature.parameters.values())[0 if bound else 1:]
+        names, star = [], False
+        for p in params:  # names only: evaluate(model, tokenizer, transform, dataset, *, device)
+            if p.kind is p.KEYWORD_ONLY and not star:
+                names.append("*")
+                star = True
+            names.append({p.VAR_POSITIONAL: "*", p.VAR_KEYWORD: "**"}.get(p.kind, "") + p.name)
+            star = star or p.kind is p.VAR_POSITIONAL
+        shown = f"({', '.join(names)})"
+        return (f"{entry.describe(name)} has evaluate{shown}, the signature of the 0.1 plugin API; distillctl {__version__} "
+                f"(plugin API {PLUGIN_API}) calls evaluate(bundle, ctx) (model, tokenizer and transform in the bundle, "
+                "dataset, device and samples in ctx; see the CHANGELOG's \"Breaking (plugin API)\"): upgrade the plugin.")
+
+
 def check_evaluators(ev: dict[str, Any], evaluators: Any) -> list[str]:
     """``eval.evaluators`` names and ``eval.options`` tables against the evaluator registry."""
     problems: list[str] = []
     names = ev.get("evaluators")
     for i, name in enumerate(names if isinstance(names, list) else []):
         try:
-            evaluators.get(str(name))
+            entry = evaluators.get(str(name))
         except (UnknownComponentError, DuplicateComponentError) as exc:
             problems.append(f"eval.evaluators[{i}]: {exc}")
+            continue
+        evaluate = getattr(entry.factory, "evaluate", None) if isinstance(entry.factory, type) else None
+        refusal = old_evaluate_signature(entry, evaluate, name=str(name), bound=False) if callable(evaluate) else None
+        if refusal is not None:  # a class factory: its evaluate's signature is known before anything is built
+            problems.append(f"eval.evaluators[{i}]: {refusal}")
     for name, opts in (ev.get("options") or {}).items():
         try:
             entry = evaluators.get(str(name))

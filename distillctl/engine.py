@@ -662,9 +662,14 @@ def burn_in_arm(ctx: RunContext, episode: int) -> int | None:
     policy, so they compare fairly); their rewards are recorded but never fed to the policy. A policy
     whose choices never depend on rewards (``uses_rewards = False``: ``fixed-order``, ``uniform``)
     plays its own arms throughout.
+
+    Burn-in never swallows a run: at most half of its episodes (rounded down) are burn-in, so a learning
+    policy decides at least once in every run (the 3-episode ``smoke`` preset: one burn-in, two decisions).
     """
     train = ctx.train
     if ctx.cfg["loss"]["warmup_rewards"] or episode * train["episode_steps"] >= train["warmup_steps"]:
+        return None
+    if episode >= train["episodes"] // 2:  # the warm-up is longer than half the run: the policy decides the rest
         return None
     if not getattr(ctx.policy, "uses_rewards", True):  # fixed-order, uniform: nothing to confound
         return None
@@ -886,21 +891,50 @@ def evaluate_bundles(names: list[str], family: Any, dataset: Any, student: Teach
 
     ``options`` is ``{evaluator: {option: value}}`` (``eval.options``); the evaluators' one-line remarks
     (tokenisation used, decoding, ...) are appended to ``notes`` when given."""
+    from distillctl.registry import plugin_errors
+
     out: dict[str, dict[str, float]] = {"student": {}, **({"teacher": {}} if teacher is not None else {})}
-    for name in names:
-        entry = registry("evaluator").get(name)
-        opts = (options or {}).get(entry.name) or (options or {}).get(name) or {}
-        evaluator = registry("evaluator").create(name, **dict(opts))
+    built = [build_evaluator(name, family, (options or {})) for name in names]  # all checked before any runs
+    for name, entry, evaluator in built:
         if emit is not None:
             emit("status", {"message": f"evaluating ({name}) on {dataset.describe()}"})
         ctx = EvalContext(family=family, dataset=dataset, device=device, samples=samples, teacher=teacher,
                           notes=notes if notes is not None else [])
-        out["student"].update(evaluator.evaluate(student, ctx))
-        if teacher is not None:
-            out["teacher"].update(evaluator.evaluate(teacher, ctx))
-            if hasattr(evaluator, "evaluate_pair"):
+        with plugin_errors(entry, "evaluate", name=name):  # a plugin's failure is one line naming it
+            out["student"].update(evaluator.evaluate(student, ctx))
+            if teacher is not None:
+                out["teacher"].update(evaluator.evaluate(teacher, ctx))
+        if teacher is not None and hasattr(evaluator, "evaluate_pair"):
+            with plugin_errors(entry, "evaluate_pair", name=name):
                 out["student"].update(evaluator.evaluate_pair(student, teacher, ctx))
     return out
+
+
+def build_evaluator(name: str, family: Any, options: dict[str, Any]) -> tuple[str, Any, Any]:
+    """``(name, registry entry, evaluator)``: built with its ``eval.options``, its ``evaluate`` checked against
+    the plugin API's signature (an evaluator written for 0.1 is refused in one line saying what changed),
+    and ``applies_to(family)`` asked when it has one (absent: it applies; the evaluator raises a
+    ``DistillctlError`` naming a family method it needs and does not find)."""
+    from distillctl.config import old_evaluate_signature
+    from distillctl.errors import PluginError
+    from distillctl.registry import plugin_errors
+
+    entry = registry("evaluator").get(name)
+    opts = options.get(entry.name) or options.get(name) or {}
+    evaluator = registry("evaluator").create(name, **dict(opts))
+    if not callable(getattr(evaluator, "evaluate", None)):
+        raise PluginError(f"{entry.describe(name)} has no evaluate(bundle, ctx) method; see plugins/README.md (Evaluator).")
+    refusal = old_evaluate_signature(entry, evaluator.evaluate, name=name)
+    if refusal is not None:
+        raise PluginError(refusal)
+    if hasattr(evaluator, "applies_to"):
+        with plugin_errors(entry, "applies_to", name=name):
+            applies = evaluator.applies_to(family)
+        if not applies:
+            usable = ", ".join(getattr(family, "evaluators", ())) or "none"
+            raise DistillctlError(f"evaluator {name!r} does not apply to family {getattr(family, 'name', '?')!r} "
+                                  f"(its applies_to says no); evaluators for this family: {usable}.")
+    return name, entry, evaluator
 
 
 def build_report(ctx: RunContext, evaluation: dict[str, dict[str, float]], *, error: str | None = None) -> dict[str, Any]:
@@ -953,6 +987,8 @@ def build_report(ctx: RunContext, evaluation: dict[str, dict[str, float]], *, er
                         # every rank's own policy chose what rank 0 broadcast (identical rewards -> identical policies)
                         "ranks_agree": all(c == ctx.rank_choices[0] for c in ctx.rank_choices)},
         "policy_state": ctx.policy.state_dict(),
+        # episodes the policy chose (not burn-in): 0 means the run never tested the policy (the summary says so)
+        "policy_decisions": sum(1 for e in state.episodes if not e.get("burn_in")),
     }
     if error is not None:
         report["error"] = error

@@ -352,7 +352,10 @@ def _conforms(value: Any, tp: Any) -> bool | None:
                 return False
         return True
     if inspect.isclass(tp):  # some other class: say yes when it is one, else leave it to the factory
-        return True if isinstance(value, tp) else None
+        try:
+            return True if isinstance(value, tp) else None
+        except TypeError:  # a Protocol that is not runtime_checkable, a generic alias ...: nothing to check
+            return None
     return None
 
 

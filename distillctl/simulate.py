@@ -164,7 +164,7 @@ def resolve_policy(spec: str) -> tuple[Callable[..., Any], dict[str, Any]]:
     found = registry("policy").resolve(name)
     assert found is not None
     entry, variant = found
-    label = f"policy {spec.strip()!r}"
+    label = entry.describe(spec.strip())  # "policy 'x[k=v]' from plugin dist 1.0" / "policy 'optima' (built-in)"
     engine = {"arms", "seed", "variant"}
     known = entry.options()
     if known is not None:
