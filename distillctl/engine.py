@@ -920,7 +920,7 @@ def build_evaluator(name: str, family: Any, options: dict[str, Any]) -> tuple[st
     from distillctl.registry import plugin_errors
 
     entry = registry("evaluator").get(name)
-    opts = options.get(entry.name) or options.get(name) or {}
+    opts = options.get(name) or options.get(entry.name) or {}  # as asked (PLUGIN/NAME of a shadowed one), else canonical
     evaluator = registry("evaluator").create(name, **dict(opts))
     if not callable(getattr(evaluator, "evaluate", None)):
         raise PluginError(f"{entry.describe(name)} has no evaluate(bundle, ctx) method; see plugins/README.md (Evaluator).")

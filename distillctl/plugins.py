@@ -20,7 +20,7 @@ import pluggy
 
 from distillctl import hookspecs
 from distillctl.errors import DistillctlError, PluginError, debug_enabled
-from distillctl.registry import Clash, Provenance, Registry, disable_value
+from distillctl.registry import Clash, Provenance, Registry, Shadow, disable_value
 
 ENTRY_POINT_GROUP = "distillctl"
 
@@ -73,6 +73,10 @@ class Plugins:
     def clashes(self) -> list[Clash]:
         """Every name two or more plugins registered, all kinds (hook order)."""
         return [clash for reg in self.registries.values() for clash in reg.clashes()]
+
+    def shadowed(self) -> list[Shadow]:
+        """Every plugin registration of a built-in name (the built-in kept it), all kinds (hook order)."""
+        return [shadow for reg in self.registries.values() for shadow in reg.shadowed()]
 
 
 def disabled_plugins() -> set[str]:

@@ -25,7 +25,7 @@ import pathlib
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Literal, TypeVar
 
 from distillctl.errors import (
@@ -274,6 +274,27 @@ class Clash:
         return f"{head} This is a bug in distillctl; please report it."
 
 
+@dataclass(frozen=True)
+class Shadow:
+    """A third-party registration of names a built-in already has: the built-in keeps them (for everyone),
+    the plugin's component stays usable under ``alias`` (``PLUGIN/NAME``) when its own name was taken."""
+
+    kind: str
+    names: tuple[str, ...]  # the names / aliases the built-in kept
+    entry: Entry[Any]  # the plugin's registration (without the names it lost)
+    builtin: Entry[Any]
+    alias: str | None  # ``PLUGIN/NAME``: how to ask for the plugin's component; None when only aliases were lost
+
+    def line(self) -> str:
+        what = f"{self.kind} {'names' if len(self.names) > 1 else 'name'} {', '.join(map(repr, self.names))}"
+        head = (f"{what} of plugin {self.entry.provenance.plugin} ({self.entry.provenance}) "
+                f"{'are' if len(self.names) > 1 else 'is'} shadowed by the built-in {self.kind} {self.builtin.name!r}, "
+                "which keeps working.")
+        if self.alias is not None:
+            return f"{head} Use the plugin's as {self.alias!r} (or ask its author to rename it)."
+        return f"{head} The plugin's {self.kind} stays available as {self.entry.name!r}."
+
+
 # ---------------------------------------------------------------- option types
 def _option_types(factory: Callable[..., Any]) -> dict[str, Any]:
     try:
@@ -402,6 +423,7 @@ class Registry(Generic[T]):
     kind: str  # singular, e.g. "policy"
     _entries: list[Entry[T]] = field(default_factory=list)  # every registration, in order
     _keys: dict[str, list[Entry[T]]] = field(default_factory=dict)  # name or alias -> entries claiming it
+    _shadowed: list[Shadow] = field(default_factory=list)  # plugins' registrations of built-in names
 
     def register(
         self,
@@ -413,9 +435,12 @@ class Registry(Generic[T]):
         provenance: Provenance = BUILTIN,
         on_clash: Literal["raise", "record"] = "raise",
     ) -> Entry[T]:
-        """Add ``name`` (and its aliases). A name or alias already claimed is a clash: ``on_clash="raise"``
-        raises :class:`DuplicateComponentError` and registers nothing; ``"record"`` (what the plugin
-        manager uses) keeps both, lists both, and makes only that name fail to resolve."""
+        """Add ``name`` (and its aliases). A built-in's name or alias is never taken over: a plugin's
+        registration of it is *shadowed* (:meth:`shadowed`), the built-in keeps the name and the plugin's
+        component is registered as ``PLUGIN/NAME`` instead. Any other name or alias already claimed is a
+        clash: ``on_clash="raise"`` raises :class:`DuplicateComponentError` and registers nothing;
+        ``"record"`` (what the plugin manager uses) keeps both, lists both, and makes only that name fail
+        to resolve."""
         if not name or not isinstance(name, str):
             raise DuplicateComponentError(f"{self.kind} name must be a non-empty string, got {name!r}")
         if summary is None:
@@ -423,6 +448,15 @@ class Registry(Generic[T]):
             summary = doc.strip().splitlines()[0] if doc.strip() else ""
         entry = Entry(self.kind, name, factory, tuple(aliases), summary, provenance, name.endswith(":"))
         keys = list(dict.fromkeys((name, *entry.aliases)))
+        if not provenance.builtin:  # a built-in name is never taken over: the built-in keeps it for everyone
+            taken = [k for k in keys if any(e.provenance.builtin for e in self._keys.get(k, ()))]
+            if taken:
+                builtin = next(e for e in self._keys[taken[0]] if e.provenance.builtin)
+                alias = f"{provenance.plugin}/{name}" if name in taken else None
+                kept = tuple(a for a in entry.aliases if a not in taken) + ((alias,) if alias else ())
+                entry = replace(entry, aliases=kept)
+                keys = [k for k in keys if k not in taken] + ([alias] if alias else [])
+                self._shadowed.append(Shadow(self.kind, tuple(taken), entry, builtin, alias))
         if on_clash == "raise":
             for key in keys:
                 if key in self._keys:
@@ -431,6 +465,10 @@ class Registry(Generic[T]):
         for key in keys:
             self._keys.setdefault(key, []).append(entry)
         return entry
+
+    def shadowed(self) -> list[Shadow]:
+        """Plugins' registrations of names a built-in has, in registration order (the built-in kept them)."""
+        return list(self._shadowed)
 
     def clashes(self) -> list[Clash]:
         """Every name or alias more than one registration claims, one :class:`Clash` per set of
@@ -452,6 +490,11 @@ class Registry(Generic[T]):
             clash = next(c for c in self.clashes() if key in c.names)
             raise ComponentClashError(f"cannot use {self.kind} {key!r}: {clash.line()}")
         return claimed[0]
+
+    def key_of(self, entry: Entry[T]) -> str:
+        """The name a user types for ``entry``: its own, or ``PLUGIN/NAME`` when a built-in shadows it."""
+        shadow = next((sh for sh in self._shadowed if sh.entry is entry and sh.alias), None)
+        return shadow.alias if shadow is not None and shadow.alias else entry.name
 
     def names(self) -> list[str]:
         return sorted({e.name for e in self._entries})

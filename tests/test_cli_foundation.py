@@ -102,9 +102,12 @@ def test_plugins_json(cli: Any, use_plugins: Any, plugin: Any) -> None:
                 "distribution": "distillctl-policy-greedy",
                 "version": "0.3.1",
                 "clash": False,
+                "shadowed": False,
+                "use_as": "greedy",
             }
         ],
         "clashes": [],
+        "shadowed": [],
         "broken": [],
     }
 

@@ -45,7 +45,8 @@ def _default_suite_policies() -> list[str]:
     (two plugins registering one name list it twice: resolving it then explains the clash)."""
     from distillctl.plugins import registry
 
-    return list(dict.fromkeys(e.name for e in registry("policy") if not e.is_prefix))
+    policies = registry("policy")  # a plugin policy a built-in shadows runs as PLUGIN/NAME
+    return list(dict.fromkeys(policies.key_of(e) for e in policies if not e.is_prefix))
 
 
 def _usable(spec: str, window: int | None, warn: bool) -> tuple[str, Any, dict[str, Any]] | None:
