@@ -69,6 +69,10 @@ def register_teachers(register: Register) -> None:
     called before anything heavy is imported or built, so that weights that cannot be had fail
     in a second with one line (the built-in ``coca-large`` uses it for offline tags). A prefix
     entry's preflight also gets ``variant=`` (``timm:vit_small`` -> ``variant="vit_small"``).
+
+    Optional: ``factory.family = "NAME"`` / ``factory.splitter = "NAME"``, the family and splitter its
+    bundles name, so that options of ``[family]`` / ``[splitter]`` ``name = "auto"`` are checked against
+    them before anything is built.
     """
 
 

@@ -526,7 +526,8 @@ def check_triple(
     """A teacher / student / splitter triple against the layer contract; returns the built parts.
 
     Factories are callables or registered names. Checks: the teacher is a bundle in eval mode with no
-    trainable parameter, naming a registered family and splitter; the student is a
+    trainable parameter, naming a registered family and splitter (the ones the factory declares as
+    ``factory.family`` / ``factory.splitter``, if it does); the student is a
     :class:`~distillctl.interfaces.Student` with fewer parameters; ``check_compatible`` passes; both
     models split into the same module names; every layer path exists; hooked outputs are ``[B, L, D]``
     or ``[B, D, H, W]``; paired layers (``layer_map``) have the same ``L``; masks (if the family gives
@@ -547,6 +548,12 @@ def check_triple(
     _check(not any(p.requires_grad for p in teacher.model.parameters()), what, "the teacher must be frozen (requires_grad_(False))")
     _check(teacher.family in registry("family"), what, f"names family {teacher.family!r}, which nobody registered")
     _check(teacher.splitter in registry("splitter"), what, f"names splitter {teacher.splitter!r}, which nobody registered")
+    declaring = teacher_factory if not isinstance(teacher_factory, str) else registry("teacher").get(teacher_factory).factory
+    for attr in ("family", "splitter"):  # optional declarations (factory.family = "..."): `presets validate` trusts them
+        declared = getattr(declaring, attr, None)
+        if isinstance(declared, str):
+            _check(declared == getattr(teacher, attr), what,
+                   f"the factory declares {attr} = {declared!r} but its bundle names {getattr(teacher, attr)!r}")
     family = family if family is not None else registry("family").create(teacher.family)
     splitter = _make(splitter_factory, "splitter", **(splitter_options or {}))
     s_what = _label(splitter_factory if not isinstance(splitter_factory, str) else splitter, "splitter")
