@@ -27,13 +27,14 @@ imports torch when the module is imported; the checks import it when they run.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import pickle
 import random
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,7 @@ __all__ = [
     "check_family",
     "check_policy",
     "check_triple",
+    "registered",
     "run_tiny_distill",
     "tiny_batch",
     "tiny_coco",
@@ -60,6 +62,31 @@ __all__ = [
 ]
 
 ARMS: list[tuple[str, ...]] = [("vision",), ("text",), ("multimodal",), ("vision", "text")]
+
+
+@contextlib.contextmanager
+def registered(*plugin_objects: Any, include_entry_points: bool = False) -> Iterator[Any]:
+    """Make the built-ins plus ``plugin_objects`` (your plugin module) the process-wide plugins for the
+    block, then restore what was there; yields the loaded ``Plugins``. Whatever else is installed is left
+    out unless ``include_entry_points``, so your tests cannot depend on it::
+
+        import my_plugin
+        with testing.registered(my_plugin):
+            testing.run_tiny_distill(tmp_path / "run", teacher="mine", student="mine-half")
+
+    A plugin that fails to load here fails the test, naming it (not a broken-plugin line to overlook).
+    """
+    from distillctl import plugins
+
+    previous = plugins._CACHE
+    loaded = plugins.load_plugins(include_entry_points=include_entry_points, extra=plugin_objects)
+    if loaded.broken:
+        raise AssertionError("; ".join(b.line() for b in loaded.broken))
+    plugins.reset_plugins(loaded)
+    try:
+        yield loaded
+    finally:
+        plugins.reset_plugins(previous)
 
 
 def _fail(what: str, message: str) -> AssertionError:
@@ -682,8 +709,8 @@ def run_tiny_distill(
 ) -> dict[str, Any]:
     """Run the real engine (2 episodes of 2 steps, batch 8, CPU) into ``out``; returns ``report.json``'s dict.
 
-    Components are registered names (register yours first, e.g. with the test suite's ``use_plugins``
-    fixture or by installing the package); ``config`` is merged over the tiny defaults
+    Components are registered names: install your package (its entry point registers them), or run this
+    inside ``with testing.registered(your_plugin_module):``; ``config`` is merged over the tiny defaults
     (``{"student": {"ratio": 0.5}}``) and ``overrides`` are ``--set`` strings (``"eval.samples=8"``).
     Checks that the run wrote ``student.safetensors``, ``report.json`` and ``run.toml``, that the report
     holds one record per episode with a finite probe loss, that the teacher stayed frozen and in eval

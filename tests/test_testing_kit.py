@@ -218,3 +218,24 @@ def test_run_tiny_distill_on_the_quickstart(tmp_path: Path) -> None:
     assert [e["episode"] for e in report["episodes"]] == [1, 2]
     assert report["family"] == "coca"
     assert time.perf_counter() - t0 < 60
+
+
+def test_registered_installs_a_plugin_for_the_block_and_restores(plugin: Any) -> None:
+    from distillctl import plugins
+
+    def register_policies(register: Any) -> None:
+        register("kit-policy", lambda *, arms, seed: None)
+
+    before = plugins.get_plugins()
+    with testing.registered(plugin("kit_plugin", register_policies=register_policies)) as loaded:
+        assert plugins.get_plugins() is loaded
+        assert "kit-policy" in plugins.registry("policy") and "optima" in plugins.registry("policy")
+    assert plugins.get_plugins() is before and "kit-policy" not in plugins.registry("policy")
+
+    def raises(register: Any) -> None:
+        raise RuntimeError("cannot register")
+
+    with pytest.raises(AssertionError, match="plugin 'kit_broken' .* is broken: RuntimeError: cannot register"):
+        with testing.registered(plugin("kit_broken", register_policies=raises)):
+            pass
+    assert plugins.get_plugins() is before
