@@ -38,12 +38,33 @@ def test_builtins_load_cleanly() -> None:
         assert loaded.pm.has_plugin(modname)
 
 
-def test_every_hookspec_is_documented() -> None:
-    specs = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "distillctl_spec")]
+def _guide_hook_rows() -> dict[str, tuple[list[str], list[str]]]:
+    """The hook tables of plugins/README.md section 2: hook name -> (its documented arguments, the other cells)."""
+    import re
+    from pathlib import Path
+
+    guide = (Path(__file__).resolve().parents[1] / "plugins" / "README.md").read_text()
+    section = guide[guide.index("## 2. The hooks"): guide.index("## 3. The contracts")]
+    rows = {}
+    for line in section.splitlines():
+        m = re.match(r"\|\s*`(\w+)\(([^)]*)\)`\s*\|(.*)\|\s*$", line)
+        if m:
+            args = [a.strip() for a in m.group(2).split(",") if a.strip()]
+            rows[m.group(1)] = (args, [c.strip() for c in m.group(3).split("|")])
+    return rows
+
+
+def test_every_hookspec_is_documented_in_the_guide() -> None:
+    """Every hook has a row in the guide's hook tables, with the hookspec's own arguments and every cell
+    filled in, and the tables document no hook that does not exist (datasette's docs meta-test)."""
+    specs = {name: fn for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "distillctl_spec")}
     assert set(plugins.KINDS) <= set(specs)
-    for name in specs:
-        doc = inspect.getdoc(getattr(hookspecs, name)) or ""
-        assert len(doc.split()) >= 5, f"hookspec {name} needs a docstring"
+    rows = _guide_hook_rows()
+    assert set(rows) == set(specs), (sorted(set(specs) - set(rows)), sorted(set(rows) - set(specs)))
+    for name, (args, cells) in rows.items():
+        assert args == list(inspect.signature(specs[name]).parameters), (name, args)
+        assert cells and all(cells), f"{name}: an empty cell in the guide's hook table"
+        assert (inspect.getdoc(specs[name]) or "").strip(), f"hookspec {name} has no docstring"
 
 
 def test_hook_that_raises_is_reported_and_others_still_register(plugin: Any) -> None:
