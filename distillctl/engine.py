@@ -742,16 +742,16 @@ def finish(ctx: RunContext) -> dict[str, Any]:
     ctx.rundir.mark_exported()  # from here on a failure removes nothing (the student is of value)
     from distillctl.report import write_reports
 
-    error = None
+    error, cause = None, None
     try:
         evaluation = evaluate_models(ctx)
     except Exception as exc:  # noqa: BLE001 - the student is saved: record the failure, then report it
-        evaluation, error = {}, _one_line(exc)
+        evaluation, error, cause = {}, _one_line(exc), exc
     report = build_report(ctx, evaluation, error=error)
     write_reports(report, ctx.out_dir)
     if error is not None:
         raise DistillctlError(f"evaluation failed after the student was saved ({ctx.out_dir}/student.safetensors, "
-                              f"report.json): {error}")
+                              f"report.json): {error}") from cause  # DISTILLCTL_DEBUG=1: the evaluator's traceback
     if ctx.ckpt_path.parent.is_dir():  # the run is complete: its resume state is no longer needed
         shutil.rmtree(ctx.ckpt_path.parent, ignore_errors=True)
     call_observers("on_run_end", out_dir=str(ctx.out_dir), report=report)

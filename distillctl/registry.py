@@ -190,20 +190,15 @@ class Guarded:
     """A plugin's object whose methods run under :func:`plugin_errors`: ``guarded.select(3)`` fails as
     ``policy 'greedy' from plugin ... failed in select: ...``. Attributes that are not methods pass through.
     For pure-Python objects called from a command that knows no better place (``simulate``'s policies);
-    the wrappers are cached, so a call costs one ``try`` more (``simulate --suite`` makes millions)."""
-
-    __slots__ = ("_cache", "_entry", "_name", "_obj")
+    each method's wrapper is made once and kept on the instance, so a call costs one ``try`` more
+    (``simulate --suite`` makes millions)."""
 
     def __init__(self, entry: Entry[Any], obj: Any, name: str | None = None) -> None:
         object.__setattr__(self, "_entry", entry)
         object.__setattr__(self, "_obj", obj)
         object.__setattr__(self, "_name", name)
-        object.__setattr__(self, "_cache", {})
 
-    def __getattr__(self, attr: str) -> Any:
-        cached = self._cache.get(attr)
-        if cached is not None:
-            return cached
+    def __getattr__(self, attr: str) -> Any:  # only for names not on the instance yet
         entry, name = self._entry, self._name
         with plugin_errors(entry, attr, name=name):  # a property of the plugin's object may raise too
             value = getattr(self._obj, attr)
@@ -218,8 +213,11 @@ class Guarded:
             except Exception as exc:
                 raise _plugin_error(entry, attr, name, exc) from exc
 
-        self._cache[attr] = call
+        object.__setattr__(self, attr, call)  # found directly from now on
         return call
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        setattr(self._obj, attr, value)
 
     def __repr__(self) -> str:
         return f"Guarded({self._obj!r})"

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from distillctl import plugins
 from distillctl.cli import app
+from distillctl.errors import PluginError
 from distillctl.registry import Guarded
 
 PLUGIN = "distillctl-faulty 9.9.9"
@@ -358,10 +359,13 @@ def test_eval_refuses_a_0_1_evaluator_in_one_line_saying_what_changed() -> None:
 
 
 @pytest.mark.usefixtures("with_faulty")
-def test_eval_evaluator_that_raises_is_one_line_naming_the_plugin() -> None:
-    one_line(run("eval", "quickstart", "--data", "shapes", "--evaluators", "raising-eval", "--samples", "8",
-                 "--device", "cpu"),
-             "evaluator 'raising-eval' from plugin " + PLUGIN, "failed in evaluate: RuntimeError: scorer crashed")
+def test_eval_evaluator_that_raises_is_one_line_naming_the_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
+    args = ("eval", "quickstart", "--data", "shapes", "--evaluators", "raising-eval", "--samples", "8", "--device", "cpu")
+    one_line(run(*args), "evaluator 'raising-eval' from plugin " + PLUGIN, "failed in evaluate: RuntimeError: scorer crashed")
+    monkeypatch.setenv("DISTILLCTL_DEBUG", "1")  # the traceback, down to the plugin's own raise
+    result = run(*args)
+    assert isinstance(result.exception, PluginError) and isinstance(result.exception.__cause__, RuntimeError)
+    assert result.exception.__cause__.__traceback__ is not None
 
 
 # ----------------------------------------------------------------- distill, compare (a tiny real run each)
