@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import json
 import math
 import pickle
@@ -50,6 +51,7 @@ __all__ = [
     "check_dataset",
     "check_evaluator",
     "check_family",
+    "check_plugin",
     "check_policy",
     "check_triple",
     "registered",
@@ -651,7 +653,8 @@ def check_evaluator(
 ) -> dict[str, float]:
     """An evaluator against the :class:`~distillctl.interfaces.Evaluator` contract; returns its metrics.
 
-    ``factory(**options)`` builds it; ``name`` is a string; ``applies_to(family)`` (if defined) is a
+    ``factory(**options)`` builds it; ``name`` is a string; ``evaluate`` can be called as
+    ``evaluate(bundle, ctx)`` (not 0.1's signature); ``applies_to(family)`` (if defined) is a
     bool and True here; ``evaluate(bundle, ctx)`` returns a flat ``{str: finite number}``, non-empty unless
     the evaluator scores pairs only, and leaves the model's train/eval mode as it was; with ``teacher``,
     ``evaluate_pair`` (if defined) returns such a dict too.
@@ -661,6 +664,12 @@ def check_evaluator(
     evaluator = _make(factory, "evaluator", **options)
     what = _label(evaluator, "evaluator")
     _check(isinstance(getattr(evaluator, "name", None), str) and evaluator.name, what, "must have a non-empty str .name")
+    _check(callable(getattr(evaluator, "evaluate", None)), what, "must have an evaluate(bundle, ctx) method")
+    sig = inspect.signature(evaluator.evaluate)
+    try:  # what distillctl checks before it runs an evaluator (0.1's evaluate(model, tokenizer, ...) is refused)
+        sig.bind(object(), object())
+    except TypeError:
+        raise _fail(what, f"evaluate{sig} cannot be called as evaluate(bundle, ctx) (the plugin API since 0.2.0)") from None
     if hasattr(evaluator, "applies_to"):
         applies = evaluator.applies_to(family)
         _check(isinstance(applies, bool), what, f"applies_to() must return a bool, got {applies!r}")
@@ -695,6 +704,21 @@ TINY_DISTILL_OVERRIDES: dict[str, dict[str, Any]] = {
     "data": {"workers": 0},
     "eval": {"samples": 16},
 }
+
+
+def check_plugin(*plugin_objects: Any) -> Any:
+    """Your plugin module(s) load next to the built-ins as users will see them: not broken (an import or
+    hook that raises, a ``DISTILLCTL_PLUGIN_API`` this distillctl refuses), no name clashing with another
+    registration, no name shadowed by a built-in (its component would only answer to ``PLUGIN/NAME``).
+    Returns the loaded ``Plugins``."""
+    from distillctl import plugins
+
+    loaded = plugins.load_plugins(include_entry_points=False, extra=plugin_objects)
+    problems = [b.line() for b in loaded.broken] + [c.line() for c in loaded.clashes()]
+    problems += [sh.line() for sh in loaded.shadowed()]
+    if problems:
+        raise AssertionError("; ".join(problems))
+    return loaded
 
 
 def run_tiny_distill(
