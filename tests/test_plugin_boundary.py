@@ -233,6 +233,32 @@ def test_guarded_passes_attributes_and_distillctl_errors() -> None:
         g.select(0)
 
 
+def _deep_in_the_plugin() -> None:
+    raise KeyError("x")
+
+
+def _caught(fn: Any) -> BaseException:
+    """``fn()``'s exception, caught in a frame of no plugin's module (as the CLI's boundary is)."""
+    ns: dict[str, Any] = {"__name__": "somewhere_else"}
+    exec("def catch(fn):\n    try:\n        fn()\n    except Exception as exc:\n        return exc\n", ns)  # noqa: S102
+    return ns["catch"](fn)
+
+
+def test_plugin_fault_finds_the_plugin_on_the_traceback(with_faulty: None) -> None:
+    """The CLI's last line of defence, for plugin code no call site wrapped (e.g. the engine calling a
+    policy's select): the innermost frame of a loaded third-party plugin's module names it."""
+    import functools
+
+    from distillctl.policies import arm_name
+
+    fault = plugins.plugin_fault(_caught(_deep_in_the_plugin))  # this test module holds faulty's factories
+    assert fault is not None and isinstance(fault.__cause__, KeyError)
+    assert str(fault) == ("plugin 'faulty' (distillctl-faulty 9.9.9) failed in _deep_in_the_plugin: KeyError: 'x' "
+                          "(DISTILLCTL_DEBUG=1 shows the traceback.)")
+    bug = _caught(functools.partial(arm_name, 5))  # distillctl's own code failing
+    assert isinstance(bug, TypeError) and plugins.plugin_fault(bug) is None  # a bug in distillctl keeps its traceback
+
+
 # ----------------------------------------------------------------- presets validate
 @pytest.mark.usefixtures("with_faulty")
 @pytest.mark.parametrize(
@@ -377,7 +403,9 @@ def test_distill_evaluator_fault_names_the_plugin_and_keeps_the_student(tmp_path
                     "evaluator 'raising-eval' from plugin " + PLUGIN, "failed in evaluate: RuntimeError: scorer crashed")
     assert "evaluation failed after the student was saved" in line
     assert (out / "student.safetensors").is_file()
-    assert PLUGIN in json.loads((out / "report.json").read_text())["error"]
+    report = json.loads((out / "report.json").read_text())
+    assert PLUGIN in report["error"]
+    assert report["policy_decisions"] == 1  # smoke has no burn-in: even a one-episode run asks the policy
 
 
 @pytest.mark.slow  # a second tiny training run; the distill one above covers the same boundary by default
