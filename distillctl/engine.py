@@ -664,7 +664,7 @@ def burn_in_arm(ctx: RunContext, episode: int) -> int | None:
     plays its own arms throughout.
 
     Burn-in never swallows a run: at most half of its episodes (rounded down) are burn-in, so a learning
-    policy decides at least once in every run (the 3-episode ``smoke`` preset: one burn-in, two decisions).
+    policy decides at least once in every run (3 episodes inside a long warm-up: one burn-in, two decisions).
     """
     train = ctx.train
     if ctx.cfg["loss"]["warmup_rewards"] or episode * train["episode_steps"] >= train["warmup_steps"]:
