@@ -811,9 +811,14 @@ def burn_in_arm(ctx: RunContext, episode: int) -> int | None:
     policy, so they compare fairly); their rewards are recorded but never fed to the policy. A policy
     whose choices never depend on rewards (``uses_rewards = False``: ``fixed-order``, ``uniform``)
     plays its own arms throughout.
+
+    Burn-in never swallows a run: at most half of its episodes (rounded down) are burn-in, so a learning
+    policy decides at least once in every run (3 episodes inside a long warm-up: one burn-in, two decisions).
     """
     train = ctx.train
     if ctx.cfg["loss"]["warmup_rewards"] or episode * train["episode_steps"] >= train["warmup_steps"]:
+        return None
+    if episode >= train["episodes"] // 2:  # the warm-up is longer than half the run: the policy decides the rest
         return None
     if not getattr(ctx.policy, "uses_rewards", True):  # fixed-order, uniform: nothing to confound
         return None
@@ -894,16 +899,16 @@ def finish(ctx: RunContext) -> dict[str, Any]:
     ctx.rundir.mark_exported()  # from here on a failure removes nothing (the student is of value)
     from distillctl.report import write_reports
 
-    error = None
+    error, cause = None, None
     try:
         evaluation = evaluate_models(ctx)
     except Exception as exc:  # noqa: BLE001 - the student is saved: record the failure, then report it
-        evaluation, error = {}, _one_line(exc)
+        evaluation, error, cause = {}, _one_line(exc), exc
     report = build_report(ctx, evaluation, error=error)
     write_reports(report, ctx.out_dir)
     if error is not None:
         raise DistillctlError(f"evaluation failed after the student was saved ({ctx.out_dir}/student.safetensors, "
-                              f"report.json): {error}")
+                              f"report.json): {error}") from cause  # DISTILLCTL_DEBUG=1: the evaluator's traceback
     if ctx.ckpt_path.parent.is_dir():  # the run is complete: its resume state is no longer needed
         shutil.rmtree(ctx.ckpt_path.parent, ignore_errors=True)
     call_observers("on_run_end", out_dir=str(ctx.out_dir), report=report)
@@ -1043,21 +1048,50 @@ def evaluate_bundles(names: list[str], family: Any, dataset: Any, student: Teach
 
     ``options`` is ``{evaluator: {option: value}}`` (``eval.options``); the evaluators' one-line remarks
     (tokenisation used, decoding, ...) are appended to ``notes`` when given."""
+    from distillctl.registry import plugin_errors
+
     out: dict[str, dict[str, float]] = {"student": {}, **({"teacher": {}} if teacher is not None else {})}
-    for name in names:
-        entry = registry("evaluator").get(name)
-        opts = (options or {}).get(entry.name) or (options or {}).get(name) or {}
-        evaluator = registry("evaluator").create(name, **dict(opts))
+    built = [build_evaluator(name, family, (options or {})) for name in names]  # all checked before any runs
+    for name, entry, evaluator in built:
         if emit is not None:
             emit("status", {"message": f"evaluating ({name}) on {dataset.describe()}"})
         ctx = EvalContext(family=family, dataset=dataset, device=device, samples=samples, teacher=teacher,
                           notes=notes if notes is not None else [])
-        out["student"].update(evaluator.evaluate(student, ctx))
-        if teacher is not None:
-            out["teacher"].update(evaluator.evaluate(teacher, ctx))
-            if hasattr(evaluator, "evaluate_pair"):
+        with plugin_errors(entry, "evaluate", name=name):  # a plugin's failure is one line naming it
+            out["student"].update(evaluator.evaluate(student, ctx))
+            if teacher is not None:
+                out["teacher"].update(evaluator.evaluate(teacher, ctx))
+        if teacher is not None and hasattr(evaluator, "evaluate_pair"):
+            with plugin_errors(entry, "evaluate_pair", name=name):
                 out["student"].update(evaluator.evaluate_pair(student, teacher, ctx))
     return out
+
+
+def build_evaluator(name: str, family: Any, options: dict[str, Any]) -> tuple[str, Any, Any]:
+    """``(name, registry entry, evaluator)``: built with its ``eval.options``, its ``evaluate`` checked against
+    the plugin API's signature (an evaluator written for 0.1 is refused in one line saying what changed),
+    and ``applies_to(family)`` asked when it has one (absent: it applies; the evaluator raises a
+    ``DistillctlError`` naming a family method it needs and does not find)."""
+    from distillctl.config import old_evaluate_signature
+    from distillctl.errors import PluginError
+    from distillctl.registry import plugin_errors
+
+    entry = registry("evaluator").get(name)
+    opts = options.get(name) or options.get(entry.name) or {}  # as asked (PLUGIN/NAME of a shadowed one), else canonical
+    evaluator = registry("evaluator").create(name, **dict(opts))
+    if not callable(getattr(evaluator, "evaluate", None)):
+        raise PluginError(f"{entry.describe(name)} has no evaluate(bundle, ctx) method; see plugins/README.md (Evaluator).")
+    refusal = old_evaluate_signature(entry, evaluator.evaluate, name=name)
+    if refusal is not None:
+        raise PluginError(refusal)
+    if hasattr(evaluator, "applies_to"):
+        with plugin_errors(entry, "applies_to", name=name):
+            applies = evaluator.applies_to(family)
+        if not applies:
+            usable = ", ".join(getattr(family, "evaluators", ())) or "none"
+            raise DistillctlError(f"evaluator {name!r} does not apply to family {getattr(family, 'name', '?')!r} "
+                                  f"(its applies_to says no); evaluators for this family: {usable}.")
+    return name, entry, evaluator
 
 
 def build_report(ctx: RunContext, evaluation: dict[str, dict[str, float]], *, error: str | None = None) -> dict[str, Any]:
@@ -1113,6 +1147,8 @@ def build_report(ctx: RunContext, evaluation: dict[str, dict[str, float]], *, er
         # training compute: FLOPs per step of each arm (count_flops), the budget and what was spent
         "compute": {**ctx.compute, "spent_flops": state.flops,
                     "probe_flops_total": ctx.compute.get("probe_flops", 0) * (len(state.episodes) + 1)},
+        # episodes the policy chose (not burn-in): 0 means the run never tested the policy (the summary says so)
+        "policy_decisions": sum(1 for e in state.episodes if not e.get("burn_in")),
     }
     if error is not None:
         report["error"] = error

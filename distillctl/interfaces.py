@@ -295,8 +295,8 @@ class Evaluator(Protocol):
     ``evaluate(bundle, ctx)`` is called once per scored model (student, then teacher) and returns a
     flat ``{metric: value}`` dict. An evaluator that compares the two may also define
     ``evaluate_pair(student, teacher, ctx) -> {metric: value}`` (shown as the student's metrics).
-    ``applies_to(family) -> bool`` (optional) says whether it can score this family's models; the
-    default is ``name in family.evaluators``. Raise DistillctlError for bad input.
+    ``applies_to(family) -> bool`` (optional) says whether it can score this family's models (asked before
+    it runs; absent, it applies to every family). Raise DistillctlError for bad input.
     """
 
     name: str

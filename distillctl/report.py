@@ -202,6 +202,16 @@ def markdown(report: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------- terminal
 
 
+def policy_not_consulted(report: dict[str, Any]) -> str | None:
+    """One line when the run ended without its policy choosing a single arm (every episode a burn-in), else None."""
+    episodes = report.get("episodes") or []
+    if not episodes or not all(e.get("burn_in") for e in episodes):
+        return None
+    name = dig(report, "config", "policy", "name") or "the policy"
+    return (f"policy {name!r} was never consulted: all {len(episodes)} episodes were burn-in (learning-rate warm-up), "
+            "so this run says nothing about it; raise train.episodes, lower train.warmup_steps, or set loss.warmup_rewards=true.")
+
+
 def print_run_summary(report: dict[str, Any], out_dir: Path, quiet: bool = False) -> None:
     """The terminal view of a run: rich tables (arms, probe loss, size, eval), or one line when ``quiet``."""
     from rich.table import Table
@@ -214,6 +224,9 @@ def print_run_summary(report: dict[str, Any], out_dir: Path, quiet: bool = False
     summary = dig(report, "skipped", "summary")
     if report.get("error"):
         con.print(f"[red bold]run error:[/red bold] {report['error']}", highlight=False)
+    unused = policy_not_consulted(report)
+    if unused:
+        con.print(f"warning: {unused}", style="yellow", markup=False, highlight=False)
     if quiet:
         file_bytes = dig(report, "sizes", "student_file_bytes")
         line = f"wrote {out_dir}/student.safetensors"

@@ -27,13 +27,15 @@ imports torch when the module is imported; the checks import it when they run.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import inspect
 import json
 import math
 import pickle
 import random
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,8 +51,10 @@ __all__ = [
     "check_dataset",
     "check_evaluator",
     "check_family",
+    "check_plugin",
     "check_policy",
     "check_triple",
+    "registered",
     "run_tiny_distill",
     "tiny_batch",
     "tiny_coco",
@@ -60,6 +64,31 @@ __all__ = [
 ]
 
 ARMS: list[tuple[str, ...]] = [("vision",), ("text",), ("multimodal",), ("vision", "text")]
+
+
+@contextlib.contextmanager
+def registered(*plugin_objects: Any, include_entry_points: bool = False) -> Iterator[Any]:
+    """Make the built-ins plus ``plugin_objects`` (your plugin module) the process-wide plugins for the
+    block, then restore what was there; yields the loaded ``Plugins``. Whatever else is installed is left
+    out unless ``include_entry_points``, so your tests cannot depend on it::
+
+        import my_plugin
+        with testing.registered(my_plugin):
+            testing.run_tiny_distill(tmp_path / "run", teacher="mine", student="mine-half")
+
+    A plugin that fails to load here fails the test, naming it (not a broken-plugin line to overlook).
+    """
+    from distillctl import plugins
+
+    previous = plugins._CACHE
+    loaded = plugins.load_plugins(include_entry_points=include_entry_points, extra=plugin_objects)
+    if loaded.broken:
+        raise AssertionError("; ".join(b.line() for b in loaded.broken))
+    plugins.reset_plugins(loaded)
+    try:
+        yield loaded
+    finally:
+        plugins.reset_plugins(previous)
 
 
 def _fail(what: str, message: str) -> AssertionError:
@@ -572,7 +601,8 @@ def check_triple(
     """A teacher / student / splitter triple against the layer contract; returns the built parts.
 
     Factories are callables or registered names. Checks: the teacher is a bundle in eval mode with no
-    trainable parameter, naming a registered family and splitter; the student is a
+    trainable parameter, naming a registered family and splitter (the ones the factory declares as
+    ``factory.family`` / ``factory.splitter``, if it does); the student is a
     :class:`~distillctl.interfaces.Student` with fewer parameters; ``check_compatible`` passes; both
     models split into the same module names; every layer path exists; hooked outputs are ``[B, L, D]``
     or ``[B, D, H, W]``; paired layers (``layer_map``) have the same ``L``; masks (if the family gives
@@ -593,6 +623,12 @@ def check_triple(
     _check(not any(p.requires_grad for p in teacher.model.parameters()), what, "the teacher must be frozen (requires_grad_(False))")
     _check(teacher.family in registry("family"), what, f"names family {teacher.family!r}, which nobody registered")
     _check(teacher.splitter in registry("splitter"), what, f"names splitter {teacher.splitter!r}, which nobody registered")
+    declaring = teacher_factory if not isinstance(teacher_factory, str) else registry("teacher").get(teacher_factory).factory
+    for attr in ("family", "splitter"):  # optional declarations (factory.family = "..."): `presets validate` trusts them
+        declared = getattr(declaring, attr, None)
+        if isinstance(declared, str):
+            _check(declared == getattr(teacher, attr), what,
+                   f"the factory declares {attr} = {declared!r} but its bundle names {getattr(teacher, attr)!r}")
     family = family if family is not None else registry("family").create(teacher.family)
     splitter = _make(splitter_factory, "splitter", **(splitter_options or {}))
     s_what = _label(splitter_factory if not isinstance(splitter_factory, str) else splitter, "splitter")
@@ -663,7 +699,8 @@ def check_evaluator(
 ) -> dict[str, float]:
     """An evaluator against the :class:`~distillctl.interfaces.Evaluator` contract; returns its metrics.
 
-    ``factory(**options)`` builds it; ``name`` is a string; ``applies_to(family)`` (if defined) is a
+    ``factory(**options)`` builds it; ``name`` is a string; ``evaluate`` can be called as
+    ``evaluate(bundle, ctx)`` (not 0.1's signature); ``applies_to(family)`` (if defined) is a
     bool and True here; ``evaluate(bundle, ctx)`` returns a flat ``{str: finite number}``, non-empty unless
     the evaluator scores pairs only, and leaves the model's train/eval mode as it was; with ``teacher``,
     ``evaluate_pair`` (if defined) returns such a dict too.
@@ -673,6 +710,12 @@ def check_evaluator(
     evaluator = _make(factory, "evaluator", **options)
     what = _label(evaluator, "evaluator")
     _check(isinstance(getattr(evaluator, "name", None), str) and evaluator.name, what, "must have a non-empty str .name")
+    _check(callable(getattr(evaluator, "evaluate", None)), what, "must have an evaluate(bundle, ctx) method")
+    sig = inspect.signature(evaluator.evaluate)
+    try:  # what distillctl checks before it runs an evaluator (0.1's evaluate(model, tokenizer, ...) is refused)
+        sig.bind(object(), object())
+    except TypeError:
+        raise _fail(what, f"evaluate{sig} cannot be called as evaluate(bundle, ctx) (the plugin API since 0.2.0)") from None
     if hasattr(evaluator, "applies_to"):
         applies = evaluator.applies_to(family)
         _check(isinstance(applies, bool), what, f"applies_to() must return a bool, got {applies!r}")
@@ -709,6 +752,21 @@ TINY_DISTILL_OVERRIDES: dict[str, dict[str, Any]] = {
 }
 
 
+def check_plugin(*plugin_objects: Any) -> Any:
+    """Your plugin module(s) load next to the built-ins as users will see them: not broken (an import or
+    hook that raises, a ``DISTILLCTL_PLUGIN_API`` this distillctl refuses), no name clashing with another
+    registration, no name shadowed by a built-in (its component would only answer to ``PLUGIN/NAME``).
+    Returns the loaded ``Plugins``."""
+    from distillctl import plugins
+
+    loaded = plugins.load_plugins(include_entry_points=False, extra=plugin_objects)
+    problems = [b.line() for b in loaded.broken] + [c.line() for c in loaded.clashes()]
+    problems += [sh.line() for sh in loaded.shadowed()]
+    if problems:
+        raise AssertionError("; ".join(problems))
+    return loaded
+
+
 def run_tiny_distill(
     out: str | Path,
     *,
@@ -721,8 +779,8 @@ def run_tiny_distill(
 ) -> dict[str, Any]:
     """Run the real engine (2 episodes of 2 steps, batch 8, CPU) into ``out``; returns ``report.json``'s dict.
 
-    Components are registered names (register yours first, e.g. with the test suite's ``use_plugins``
-    fixture or by installing the package); ``config`` is merged over the tiny defaults
+    Components are registered names: install your package (its entry point registers them), or run this
+    inside ``with testing.registered(your_plugin_module):``; ``config`` is merged over the tiny defaults
     (``{"student": {"ratio": 0.5}}``) and ``overrides`` are ``--set`` strings (``"eval.samples=8"``).
     Checks that the run wrote ``student.safetensors``, ``report.json`` and ``run.toml``, that the report
     holds one record per episode with a finite probe loss, that the teacher stayed frozen and in eval

@@ -237,3 +237,52 @@ def test_run_tiny_distill_on_the_quickstart(tmp_path: Path) -> None:
     assert [e["episode"] for e in report["episodes"]] == [1, 2]
     assert report["family"] == "coca"
     assert time.perf_counter() - t0 < 60
+
+
+def test_registered_installs_a_plugin_for_the_block_and_restores(plugin: Any) -> None:
+    from distillctl import plugins
+
+    def register_policies(register: Any) -> None:
+        register("kit-policy", lambda *, arms, seed: None)
+
+    before = plugins.get_plugins()
+    with testing.registered(plugin("kit_plugin", register_policies=register_policies)) as loaded:
+        assert plugins.get_plugins() is loaded
+        assert "kit-policy" in plugins.registry("policy") and "optima" in plugins.registry("policy")
+    assert plugins.get_plugins() is before and "kit-policy" not in plugins.registry("policy")
+
+    def raises(register: Any) -> None:
+        raise RuntimeError("cannot register")
+
+    with pytest.raises(AssertionError, match="plugin 'kit_broken' .* is broken: RuntimeError: cannot register"):
+        with testing.registered(plugin("kit_broken", register_policies=raises)):
+            pass
+    assert plugins.get_plugins() is before
+
+
+def test_check_plugin_names_what_users_would_hit(plugin: Any) -> None:
+    def ours(register: Any) -> None:
+        register("kit-fine", lambda *, arms, seed: None)
+
+    assert "kit-fine" in testing.check_plugin(plugin("kit_fine", register_policies=ours)).registry("policy")
+
+    def takes_optima(register: Any) -> None:
+        register("optima", lambda *, arms, seed: None)
+
+    with pytest.raises(AssertionError, match="'optima' of plugin kit_shadow .* Use the plugin's as 'kit_shadow/optima'"):
+        testing.check_plugin(plugin("kit_shadow", register_policies=takes_optima))
+    future = plugin("kit_future", register_policies=ours)
+    future.DISTILLCTL_PLUGIN_API = "2.5"
+    with pytest.raises(AssertionError, match="requires distillctl plugin API 2.5"):
+        testing.check_plugin(future)
+
+
+def test_check_evaluator_refuses_the_0_1_signature() -> None:
+    class Old:
+        name = "old"
+
+        def evaluate(self, model: Any, tokenizer: Any, transform: Any, dataset: Any, *, device: str = "cpu") -> dict:
+            return {"x": 1.0}
+
+    with pytest.raises(AssertionError, match=r"cannot be called as evaluate\(bundle, ctx\)"):
+        testing.check_evaluator(Old, family=None, bundle=None)  # type: ignore[arg-type]
