@@ -1,5 +1,5 @@
 """``distillctl export`` and ``distillctl push``: re-export a finished student (fp16 / bf16 / fp32), lay it out
-for the Hugging Face Hub with a model card, and upload it (:mod:`distillctl.hub`)."""
+for the Hugging Face Hub with a model card, and upload it (:mod:`distillctl.sharing`)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         json_: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
     ) -> None:
         """Re-export a finished student: another dtype (fp16 halves the file), or the Hugging Face Hub layout."""
-        from distillctl.hub import check_repo_id, export_student
+        from distillctl.sharing import check_repo_id, export_student
 
         if repo_id is not None:
             check_repo_id(repo_id)
@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
         """Upload a student to the Hugging Face Hub in open_clip's layout, with a generated model card."""
         import shutil
 
-        from distillctl import hub
+        from distillctl import sharing as hub
 
         folder, temporary = hub.stage_for_push(run, repo_id, dtype=dtype)
         try:
