@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from distillctl.coca import weights as W
 from distillctl.coca.models import build_coca, tiny_config
 from distillctl.errors import ConfigError, WeightsError
+from distillctl.openclip import weights as W
 from distillctl.plugins import registry
 
 

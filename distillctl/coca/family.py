@@ -18,7 +18,7 @@ from distillctl.coca.splitter import CocaSplitter
 from distillctl.errors import DistillctlError
 from distillctl.interfaces import Teacher
 from distillctl.losses import caption_kl, contrastive_kl, similarity
-from distillctl.openclip_common import OpenClipFamilyMixin
+from distillctl.openclip.family import OpenClipFamilyMixin
 
 
 class CocaFamily(OpenClipFamilyMixin):
@@ -39,11 +39,7 @@ class CocaFamily(OpenClipFamilyMixin):
         self._masks = CocaSplitter()
 
     # ------------------------------------------------------------------ training
-    def inputs(self, batch: Any, device: Any) -> dict[str, torch.Tensor]:
-        if batch.text is None:
-            raise DistillctlError("the coca family needs captions: the teacher has no tokenizer.")
-        return {"image": batch.images.to(device, non_blocking=True),  # [B, 3, H, W]
-                "text": batch.text.to(device, non_blocking=True)}  # [B, L]
+    # inputs(batch, device): OpenClipFamilyMixin ({"image": [B,3,H,W], "text": [B,L]})
 
     def forward(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return model(inputs["image"], inputs["text"])  # image/text_features, logits [B,L-1,V], labels, logit_scale
@@ -83,8 +79,10 @@ class CocaFamily(OpenClipFamilyMixin):
 
     # ------------------------------------------------------------------ export / load
     def load(self, path: Path, device: str = "cpu") -> Teacher:
-        from distillctl.coca.models import build_coca, make_tokenizer, make_transform
+        from distillctl.coca.models import build_coca
         from distillctl.export import read_export
+        from distillctl.openclip.tokenizer import make_tokenizer
+        from distillctl.openclip.transforms import make_transform
 
         state, meta, model_config = read_export(path)
         model = build_coca(model_config, "cpu", init_decoder=False)

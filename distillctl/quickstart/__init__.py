@@ -160,7 +160,7 @@ def build_model(cfg: dict[str, Any] | None = None, *, init: bool = True, device:
 def _weights_path(weights: str | None) -> Path:
     """The file behind a ``--teacher-weights`` value: bundled, a file (.safetensors / .pt), a folder
     holding one, or ``local-dir:DIR`` (open_clip's folder form, as written by ``distill``)."""
-    from distillctl.coca.weights import _local_dir
+    from distillctl.openclip.weights import local_dir
 
     if weights in (None, "", "bundled"):
         if not WEIGHTS_FILE.is_file():
@@ -171,10 +171,10 @@ def _weights_path(weights: str | None) -> Path:
         return WEIGHTS_FILE
     assert weights is not None
     if weights.startswith("local-dir:"):
-        return Path(_local_dir(Path(weights[len("local-dir:"):]).expanduser(), weights).path or "")
+        return Path(local_dir(Path(weights[len("local-dir:"):]).expanduser(), weights).path or "")
     path = Path(weights).expanduser()
     if path.is_dir():
-        return Path(_local_dir(path, weights).path or "")
+        return Path(local_dir(path, weights).path or "")
     if not path.is_file():
         raise WeightsError(f"teacher weights file not found: {path} (check --teacher-weights).")
     return path
@@ -182,8 +182,8 @@ def _weights_path(weights: str | None) -> Path:
 
 def load_quickstart_teacher(weights: str | None = None, device: str = "cpu") -> Teacher:
     """Bundled tiny CoCa trained on shapes (3.7M params, offline)."""
-    from distillctl.coca.weights import file_sha256, load_weights_into
     from distillctl.interfaces import Teacher
+    from distillctl.openclip.weights import file_sha256, load_weights_into
 
     model = build_model(init=weights == "random", device="meta" if device == "meta" else "cpu")
     if device == "meta":  # architecture only (``distillctl inspect``): no weights read
@@ -208,6 +208,7 @@ def load_quickstart_teacher(weights: str | None = None, device: str = "cpu") -> 
         preprocess_config=dict(PREPROCESS_CONFIG),
         weights=what,
         weights_hash=digest,
+        family="coca",
         splitter="coca",
         tokenizer_config=tok.config(),
     )
