@@ -203,6 +203,19 @@ def test_check_family_catches_an_export_that_forgets_the_family(bundles: dict[st
         testing.check_family(Forgetful(), _bundle(bundles, "coca"), tmp_dir=tmp_path, registered_evaluators=False)
 
 
+def test_check_family_catches_a_load_that_names_another_splitter(bundles: dict[str, Any], tmp_path: Path) -> None:
+    import dataclasses
+
+    from distillctl.coca.family import CocaFamily
+
+    class WrongSplitter(CocaFamily):
+        def load(self, path: Any, device: str = "cpu") -> Any:  # e.g. a bundle built by hand, splitter copy-pasted
+            return dataclasses.replace(super().load(path, device), splitter="clip")
+
+    with pytest.raises(AssertionError, match="bundle.splitter must be the teacher's 'coca'.*got 'clip'"):
+        testing.check_family(WrongSplitter(), _bundle(bundles, "coca"), tmp_dir=tmp_path, registered_evaluators=False)
+
+
 def test_check_triple_catches_a_student_that_is_not_smaller(bundles: dict[str, Any]) -> None:
     bundle = _bundle(bundles, "coca")
     with pytest.raises(AssertionError, match="must be smaller than the teacher"):

@@ -1,4 +1,4 @@
-"""A whole new model family as a plugin: ``tests/plugin_pkgs/distillctl-toy-family`` (plain torch, no
+"""A whole new model family as a plugin: ``plugins/distillctl-toy-family`` (plain torch, no
 open_clip) brings a family, a teacher, a student and a splitter, and ``distill``, ``eval``, ``inspect``
 and ``compare`` work on it through the CLI with no change to distillctl.
 
@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from distillctl.cli import app
 
-PKG = Path(__file__).resolve().parent / "plugin_pkgs" / "distillctl-toy-family"
+PKG = Path(__file__).resolve().parent.parent / "plugins" / "distillctl-toy-family"
 
 TINY = ["--set", "train.probe_batches=1", "--set", "eval.samples=100", "--set", "train.threads=1"]
 DISTILL = ["distill", "--teacher", "toy", "--student", "toy-half", "--data", "shapes", "--episodes", "2",

@@ -90,7 +90,7 @@ class CocaFamily(OpenClipFamilyMixin):
         preprocess = json.loads(meta.get("preprocess_config", "{}"))
         tok_cfg = json.loads(meta.get("tokenizer_config", "{}"))
         if tok_cfg.get("type") == "words":  # the project's own word tokenizer (quickstart)
-            from distillctl.quickstart import ImageTransform, WordTokenizer
+            from distillctl.data import ImageTransform, WordTokenizer
 
             tokenizer: Any = WordTokenizer(tok_cfg["words"], tok_cfg["context_length"], tok_cfg["vocab_size"])
             transform: Any = ImageTransform(int(preprocess["size"]), preprocess["mean"], preprocess["std"])

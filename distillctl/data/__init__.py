@@ -29,7 +29,10 @@ class SkipItem(Exception):
 
 from distillctl.data.files import CocoDataset, CsvDataset, FolderDataset, split_range  # noqa: E402
 
-_LOADER_NAMES = ("Batch", "BatchSampler", "SkipCounter", "check_batch_size", "check_usable", "make_loader")
+from distillctl.data.simple import ImageTransform, WordTokenizer  # noqa: E402
+
+_LOADER_NAMES = ("Batch", "BatchSampler", "SkipCounter", "check_batch_size", "check_usable", "make_batch", "make_loader")
+_SHAPES_NAMES = ("COLOURS", "SHAPES", "VOCAB_WORDS", "ShapesDataset", "draw_shape")
 
 
 def __getattr__(name: str) -> Any:
@@ -37,6 +40,10 @@ def __getattr__(name: str) -> Any:
         from distillctl.data import loader
 
         return getattr(loader, name)
+    if name in _SHAPES_NAMES:  # numpy is imported here, not when the package is
+        from distillctl.data import shapes
+
+        return getattr(shapes, name)
     raise AttributeError(f"module 'distillctl.data' has no attribute {name!r}")
 
 
@@ -46,5 +53,8 @@ __all__ = [
     "CocoDataset",
     "FolderDataset",
     "split_range",
+    "ImageTransform",
+    "WordTokenizer",
     *_LOADER_NAMES,
+    *_SHAPES_NAMES,
 ]

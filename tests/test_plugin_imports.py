@@ -1,0 +1,137 @@
+"""The import rules of the tree, read from the code with ``ast`` (no import needed):
+
+* ``distillctl/coca`` and ``distillctl/clip`` import nothing of each other (what they share lives in
+  ``distillctl/openclip``), and nothing in ``distillctl/`` imports the 0.1 re-export modules;
+* no module under ``distillctl/`` but the CLI itself (``distillctl/cli``, ``__main__``) imports ``distillctl.cli``;
+* the first-party plugins (``plugins/*/``, package and tests) import only the public API that
+  ``plugins/README.md`` lists ("What a plugin may import"), and every name listed exists.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PKG = REPO / "distillctl"
+GUIDE = REPO / "plugins" / "README.md"
+COMPAT_MODULES = ("distillctl.openclip_common", "distillctl.coca.tags", "distillctl.coca.weights")
+
+
+def public_api() -> dict[str, set[str]]:
+    """``{module: names}`` from the guide's "What a plugin may import" table."""
+    text = GUIDE.read_text(encoding="utf-8")
+    table = text[text.index("#### What a plugin may import"):]
+    table = table[: table.index("\n## ")]
+    api: dict[str, set[str]] = {}
+    for module, names in re.findall(r"^\| `(distillctl[\w.]*)` \| (.*) \|$", table, re.M):
+        api[module] = {n for n in re.findall(r"`(\w+)`", names) if n[0].isalpha() or n.startswith("__")}
+    return api
+
+
+def imports(path: Path) -> Iterator[tuple[int, str, tuple[str, ...]]]:
+    """``(line, module, names)`` of every import in a file (``names`` empty for ``import x``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name, ()
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.lineno, node.module, tuple(a.name for a in node.names)
+
+
+def _modules_imported(path: Path) -> set[str]:
+    """Every module a file imports, ``from distillctl import x`` counted as ``distillctl.x`` too."""
+    out = set()
+    for _, module, names in imports(path):
+        out.add(module)
+        out.update(f"{module}.{n}" for n in names)
+    return out
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def test_the_walker_sees_imports_inside_functions(tmp_path: Path) -> None:
+    f = tmp_path / "m.py"
+    f.write_text("import os\n\ndef g():\n    from distillctl.clip import models\n    from . import sibling\n")
+    assert _modules_imported(f) == {"os", "distillctl.clip", "distillctl.clip.models"}
+
+
+@pytest.mark.parametrize(("leaf", "other"), [("coca", "clip"), ("clip", "coca")])
+def test_coca_and_clip_import_nothing_of_each_other(leaf: str, other: str) -> None:
+    files = _files(PKG / leaf)
+    assert files
+    bad = [f"{f.relative_to(REPO)}: {m}" for f in files for m in _modules_imported(f)
+           if m == f"distillctl.{other}" or m.startswith(f"distillctl.{other}.")]
+    assert not bad, f"distillctl/{leaf} imports distillctl/{other} (share through distillctl/openclip): {bad}"
+
+
+def test_no_library_module_imports_the_cli_or_the_compat_modules() -> None:
+    bad = []
+    for f in _files(PKG):
+        rel = f.relative_to(PKG)
+        for m in _modules_imported(f):
+            if (m == "distillctl.cli" or m.startswith("distillctl.cli.")) and rel.parts[0] != "cli" and rel.name != "__main__.py":
+                bad.append(f"{rel}: {m}")
+            if m in COMPAT_MODULES and f.with_suffix("").relative_to(REPO).as_posix().replace("/", ".") not in COMPAT_MODULES:
+                bad.append(f"{rel}: {m} (a 0.1 re-export: import the new home)")
+    assert not bad, bad
+
+
+def test_the_import_table_lists_names_that_exist() -> None:
+    api = public_api()
+    assert {"distillctl", "distillctl.hookspecs", "distillctl.interfaces", "distillctl.testing"} <= set(api)
+    for module, names in api.items():
+        mod = importlib.import_module(module)
+        assert names, f"plugins/README.md lists no names for {module}"
+        for name in names:
+            assert hasattr(mod, name), f"plugins/README.md lists {module}.{name}, which does not exist"
+
+
+def _plugin_files() -> list[Path]:
+    return [p for folder in sorted((REPO / "plugins").iterdir()) if folder.is_dir() for p in _files(folder)]
+
+
+def undocumented_imports(files: list[Path], api: dict[str, set[str]]) -> list[str]:
+    """``file:line: what`` for every ``distillctl`` import in ``files`` that the import table does not list."""
+    bad = []
+    for f in files:
+        for line, module, names in imports(f):
+            if module != "distillctl" and not module.startswith("distillctl."):
+                continue
+            where = f"{f.relative_to(REPO) if f.is_relative_to(REPO) else f}:{line}"
+            if module not in api:  # `from distillctl import testing` names a documented module
+                if not names or any(f"{module}.{n}" not in api for n in names):
+                    bad.append(f"{where}: {module} is not in the guide's import table")
+                continue
+            undocumented = [n for n in names if n not in api[module] and f"{module}.{n}" not in api]
+            if undocumented:
+                bad.append(f"{where}: {module}.{', '.join(undocumented)} is not in the guide's import table")
+    return bad
+
+
+def test_first_party_plugins_import_only_the_documented_api() -> None:
+    files = _plugin_files()
+    assert any("distillctl-timm" in str(f) for f in files) and any("distillctl-toy-family" in str(f) for f in files)
+    bad = undocumented_imports(files, public_api())
+    assert not bad, "first-party plugins must use only the documented plugin API:\n" + "\n".join(bad)
+
+
+def test_the_plugin_check_catches_internal_imports(tmp_path: Path) -> None:
+    f = tmp_path / "bad.py"
+    f.write_text("from distillctl import hookimpl, testing\nfrom distillctl.data import SkipItem\n\n"
+                 "def g():\n    from distillctl.openclip.tags import hf_cache_dir\n    from distillctl.data import loader\n"
+                 "    import distillctl.engine\n")
+    bad = undocumented_imports([f], public_api())
+    assert [b.split(": ", 1)[1] for b in bad] == [
+        "distillctl.openclip.tags is not in the guide's import table",
+        "distillctl.data.loader is not in the guide's import table",
+        "distillctl.engine is not in the guide's import table",
+    ]
