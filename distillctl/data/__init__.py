@@ -28,7 +28,6 @@ class SkipItem(Exception):
 
 
 from distillctl.data.files import CocoDataset, CsvDataset, FolderDataset, split_range  # noqa: E402
-
 from distillctl.data.simple import ImageTransform, WordTokenizer  # noqa: E402
 
 _LOADER_NAMES = ("Batch", "BatchSampler", "SkipCounter", "check_batch_size", "check_usable", "make_batch", "make_loader")
