@@ -27,7 +27,7 @@ class SkipItem(Exception):
         return (type(self), (self.reason,))
 
 
-from distillctl.data.files import CocoDataset, CsvDataset, FolderDataset, split_range  # noqa: E402
+from distillctl.data.files import CocoDataset, CsvDataset, FolderDataset, Split, split_range  # noqa: E402
 from distillctl.data.simple import ImageTransform, WordTokenizer  # noqa: E402
 
 _LOADER_NAMES = ("Batch", "BatchSampler", "SkipCounter", "check_batch_size", "check_usable", "make_batch", "make_loader")
@@ -51,6 +51,7 @@ __all__ = [
     "CsvDataset",
     "CocoDataset",
     "FolderDataset",
+    "Split",
     "split_range",
     "ImageTransform",
     "WordTokenizer",
