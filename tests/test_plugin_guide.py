@@ -13,12 +13,8 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import re
-import site
-import subprocess
 import sys
-import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,45 +133,29 @@ def test_the_guides_package_passes_the_kit_in_process(toy_on_path: Path, tmp_pat
 
 
 # ------------------------------------------------------------------ slow: outside the repository
-def _run(cmd: list[str], env: dict[str, str], cwd: Path | None = None, timeout: int = 900) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    return proc
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISTILLCTL_", "PIP_", "VIRTUAL_ENV", "PYTHONPATH"))}
-    env.update(HF_HUB_OFFLINE="1", PIP_DISABLE_PIP_VERSION_CHECK="1", COLUMNS="200", OMP_NUM_THREADS="1", **extra)
-    return env
-
-
 @pytest.mark.slow
 def test_a_package_written_from_the_guide_passes_its_tests_against_the_installed_wheel(tmp_path: Path) -> None:
-    # 1. distillctl as a user gets it: a wheel (built like `pip install` builds it), not this checkout
+    from venvs import make_venv, pip_install, run
+
+    # 1. distillctl as a user gets it: a wheel (built the way `pip install` builds one), not this checkout
     wheels = tmp_path / "wheels"
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(REPO)], _env())
+    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(REPO)])
     wheel = next(wheels.glob("distillctl-*.whl"))
-    # 2. a fresh venv; torch, open_clip, pytest ... come from this environment through a .pth file (offline),
-    #    appended after the venv's own site-packages so that the wheel's distillctl is the one imported
-    venv = tmp_path / "venv"
-    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], _env())
-    py = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    purelib = _run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], _env()).stdout.strip()
-    parents = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()])
-    lines = [f"import site; site.addsitedir({p!r})" for p in parents if Path(p).is_dir()]
-    (Path(purelib) / "_distillctl_parent_env.pth").write_text("\n".join(lines) + "\n")
-    pip = [str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--no-build-isolation"]
-    _run([*pip, str(wheel)], _env())
+    # 2. a fresh venv that sees torch, open_clip, pytest ... of this environment, but no distillctl and no
+    #    distillctl plugin (neither this checkout's editable install nor CI's installed first-party plugins)
+    py = make_venv(tmp_path, hide=("distillctl",))
+    pip_install(py, wheel)
     # 3. the author's package: section 8 of the guide, written into an empty folder, installed
     src = _write_package(tmp_path / "distillctl-toy-family")
-    _run([*pip, str(src)], _env(), cwd=tmp_path)
-    where = _run([str(py), "-c", "import distillctl, distillctl_toy_family as t; print(distillctl.__file__); print(t.__file__)"],
-                 _env(), cwd=tmp_path).stdout.split()
-    assert all(Path(p).is_relative_to(venv) for p in where), f"not the installed copies: {where}"
-    # 4. its own tests (the conformance kit, and the real engine for two episodes), as the guide says to run them
-    proc = _run([str(py), "-m", "pytest", "-q", "-m", "slow or not slow", "-p", "no:cacheprovider", "tests"], _env(), cwd=src)
-    assert re.search(r"\b(\d+) passed\b", proc.stdout) and " failed" not in proc.stdout, proc.stdout
-    # 5. and distillctl sees it through its entry point
-    doc = json.loads(_run([str(py), "-m", "distillctl", "plugins", "--json"], _env(), cwd=tmp_path).stdout)
+    pip_install(py, src, cwd=tmp_path)
+    code = "import distillctl, distillctl_toy_family as t; print(distillctl.__file__); print(t.__file__)"
+    where = run([str(py), "-c", code], cwd=tmp_path).stdout.split()
+    assert all(Path(p).is_relative_to(tmp_path / "venv") for p in where), f"not the installed copies: {where}"
+    # 4. its own tests (the conformance kit, and the real engine for two episodes), as section 8 says to run them
+    proc = run([str(py), "-m", "pytest", "-q", "-m", "slow or not slow", "-p", "no:cacheprovider", "tests"], cwd=src)
+    assert re.search(r"\b\d+ passed\b", proc.stdout) and "failed" not in proc.stdout, proc.stdout
+    # 5. and distillctl finds it through its entry point
+    doc = json.loads(run([str(py), "-m", "distillctl", "plugins", "--json"], cwd=tmp_path).stdout)
     mine = {(c["kind"], c["name"]) for c in doc["components"] if c["distribution"] == "distillctl-toy-family"}
     assert mine == {("family", "toy"), ("teacher", "toy"), ("student", "toy-half"), ("splitter", "toy")}, doc
+    assert doc["broken"] == []

@@ -10,7 +10,6 @@ rebuilt by open_clip unchanged.
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import torch
 from distillctl.errors import ConfigError, WeightsError
 from distillctl.interfaces import Teacher
 from distillctl.openclip.bundle import openclip_bundle
-from distillctl.openclip.config import is_coca_config, looks_like_path
+from distillctl.openclip.config import is_coca_config, looks_like_path, read_config_json
 from distillctl.openclip.hashing import state_dict_hash
 from distillctl.openclip.tokenizer import OpenClipTokenizer, make_tokenizer  # noqa: F401 - re-exported (0.1 names)
 from distillctl.openclip.transforms import (
@@ -64,19 +63,7 @@ def read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     A directory is read as an open_clip ``local-dir`` folder (its ``open_clip_config.json``).
     Returns ``(model_cfg, preprocess_overrides)``.
     """
-    p = Path(path).expanduser()
-    if p.is_dir():
-        p = p / "open_clip_config.json"
-    if not p.is_file():
-        raise ConfigError([f"config file not found: {p}"])
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError([f"{p}: not a readable JSON file ({exc})"]) from None
-    preprocess: dict[str, Any] = {}
-    if isinstance(data, dict) and "model_cfg" in data:
-        preprocess = dict(data.get("preprocess_cfg") or {})
-        data = data["model_cfg"]
+    data, preprocess, p = read_config_json(path)
     if not is_coca_config(data):
         raise ConfigError(
             [

@@ -24,6 +24,26 @@ def looks_like_path(spec: str) -> bool:
     return spec.endswith(".json") or "/" in spec or spec.startswith(".") or Path(spec).expanduser().is_dir()
 
 
+def read_config_json(path: str | Path) -> tuple[Any, dict[str, Any], Path]:
+    """A user's JSON config, not yet checked: a bare model cfg or ``{"model_cfg": ..., "preprocess_cfg": ...}``;
+    a directory is read as an open_clip ``local-dir`` folder (its ``open_clip_config.json``).
+    Returns ``(model_cfg, preprocess_overrides, file read)``."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / "open_clip_config.json"
+    if not p.is_file():
+        raise ConfigError([f"config file not found: {p}"])
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError([f"{p}: not a readable JSON file ({exc})"]) from None
+    preprocess: dict[str, Any] = {}
+    if isinstance(data, dict) and "model_cfg" in data:
+        preprocess = dict(data.get("preprocess_cfg") or {})
+        data = data["model_cfg"]
+    return data, preprocess, p
+
+
 def open_clip_config(variant: str) -> tuple[dict[str, Any], dict[str, Any], str]:
     """Any open_clip model config, CLIP or CoCa: ``(model_cfg, preprocess_overrides, model_name)``.
 
@@ -42,22 +62,10 @@ def open_clip_config(variant: str) -> tuple[dict[str, Any], dict[str, Any], str]
                                + f"; CoCa configs: {', '.join(coca)}; CLIP configs: ViT-B-32, ViT-B-16, ViT-L-14 and "
                                "more (open_clip.list_models())"])
         return copy.deepcopy(cfg), {}, spec
-    p = Path(spec).expanduser()
-    if p.is_dir():
-        p = p / "open_clip_config.json"
-    if not p.is_file():
-        raise ConfigError([f"config file not found: {p}"])
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError([f"{p}: not a readable JSON file ({exc})"]) from None
-    preprocess: dict[str, Any] = {}
-    if isinstance(data, dict) and "model_cfg" in data:
-        preprocess = dict(data.get("preprocess_cfg") or {})
-        data = data["model_cfg"]
+    data, preprocess, p = read_config_json(spec)
     if not isinstance(data, dict) or "embed_dim" not in data or not isinstance(data.get("vision_cfg"), dict):
         raise ConfigError([f"{p}: not an open_clip model config (needs embed_dim, vision_cfg and text_cfg)"])
     return data, preprocess, str(Path(spec).expanduser())
 
 
-__all__ = ["is_coca_config", "looks_like_path", "open_clip_config"]
+__all__ = ["is_coca_config", "looks_like_path", "open_clip_config", "read_config_json"]
