@@ -230,10 +230,12 @@ def inspect_document(teacher_name: str, student_name: str | None, overrides: lis
     notes: list[str] = []
     teacher, built_on = _build_teacher(teacher_name, dict(t_opts), notes)
     sp_opts = tables.get("splitter", {})
-    splitter_name = str(sp_opts.pop("name", teacher.splitter))
+    splitter_name = str(sp_opts.pop("name", "auto"))
+    splitter_name = teacher.splitter if splitter_name == "auto" else splitter_name  # auto: the one the teacher names
     splitter = registry("splitter").create(splitter_name, **sp_opts)
     fam_opts = tables.get("family", {})
-    family = registry("family").create(str(fam_opts.pop("name", teacher.family)), **fam_opts)
+    family_name = str(fam_opts.pop("name", "auto"))
+    family = registry("family").create(teacher.family if family_name == "auto" else family_name, **fam_opts)
 
     t_desc, t_logits = _describe(teacher.model, splitter, teacher, family, batch_size)
     doc: dict[str, Any] = {

@@ -73,16 +73,40 @@ def test_coca_and_clip_import_nothing_of_each_other(leaf: str, other: str) -> No
     assert not bad, f"distillctl/{leaf} imports distillctl/{other} (share through distillctl/openclip): {bad}"
 
 
-def test_no_library_module_imports_the_cli_or_the_compat_modules() -> None:
+def test_no_library_module_imports_the_cli() -> None:
     bad = []
     for f in _files(PKG):
         rel = f.relative_to(PKG)
         for m in _modules_imported(f):
             if (m == "distillctl.cli" or m.startswith("distillctl.cli.")) and rel.parts[0] != "cli" and rel.name != "__main__.py":
                 bad.append(f"{rel}: {m}")
-            if m in COMPAT_MODULES and f.with_suffix("").relative_to(REPO).as_posix().replace("/", ".") not in COMPAT_MODULES:
-                bad.append(f"{rel}: {m} (a 0.1 re-export: import the new home)")
-    assert not bad, bad
+    assert not bad, f"only distillctl/cli (and __main__) may import the CLI: {bad}"
+
+
+def test_nothing_in_the_tree_uses_the_0_1_re_exports() -> None:
+    me = Path(__file__).resolve()
+    files = [f for folder in (PKG, REPO / "plugins", REPO / "tests") for f in _files(folder) if f.resolve() != me]
+    bad = [f"{f.relative_to(REPO)}: {m}" for f in files for m in _modules_imported(f)
+           if m in COMPAT_MODULES and f.with_suffix("").relative_to(REPO).as_posix().replace("/", ".") not in COMPAT_MODULES]
+    assert not bad, f"import the new homes (distillctl.openclip, distillctl.hub), not the 0.1 re-exports: {bad}"
+
+
+def test_the_0_1_import_paths_still_work() -> None:
+    from distillctl import data, hub, students, torch_utils
+    from distillctl.coca import models as coca_models
+    from distillctl.coca import tags as old_tags
+    from distillctl.coca import weights as old_weights
+    from distillctl.openclip import export, family, tags, tokenizer, weights
+    from distillctl.openclip_common import OpenClipFamilyMixin, export_local_dir
+    from distillctl.quickstart import ImageTransform, WordTokenizer
+
+    assert OpenClipFamilyMixin is family.OpenClipFamilyMixin and export_local_dir is export.export_local_dir
+    assert old_tags.preflight_weights is tags.preflight_weights and old_tags.hf_cache_dir is hub.hf_cache_dir
+    assert old_tags.offline is hub.offline and old_tags.KNOWN_TAGS is tags.KNOWN_TAGS
+    assert old_weights.resolve_weights is weights.resolve_weights and old_weights.file_sha256 is weights.file_sha256
+    assert coca_models.make_tokenizer is tokenizer.make_tokenizer
+    assert WordTokenizer is data.WordTokenizer and ImageTransform is data.ImageTransform
+    assert students.model_device is torch_utils.model_device
 
 
 def test_the_import_table_lists_names_that_exist() -> None:
