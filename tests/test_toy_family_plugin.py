@@ -4,7 +4,7 @@ and ``compare`` work on it through the CLI with no change to distillctl.
 
 The fast tests register the package's module in-process (``use_plugins``) and drive the Typer app with
 ``CliRunner``; the slow ones pip-install the package into a fresh venv (offline, this environment's
-packages visible through a ``.pth`` file, as in ``test_third_party_plugin.py``) and run the real
+packages visible through a ``.pth`` file: ``tests/venvs.py``) and run the real
 ``python -m distillctl``.
 """
 
