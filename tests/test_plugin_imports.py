@@ -1,7 +1,7 @@
 """The import rules of the tree, read from the code with ``ast`` (no import needed):
 
-* ``distillctl/coca`` and ``distillctl/clip`` import nothing of each other (what they share lives in
-  ``distillctl/openclip``), and nothing in ``distillctl/`` imports the 0.1 re-export modules;
+* ``distillctl/coca`` and ``distillctl/clip`` import nothing of each other nor of what wires them up (what
+  they share lives in ``distillctl/openclip``), and nothing in the tree imports the 0.1 re-export modules;
 * no module under ``distillctl/`` but the CLI itself (``distillctl/cli``, ``__main__``) imports ``distillctl.cli``;
 * the first-party plugins (``plugins/*/``, package and tests) import only the public API that
   ``plugins/README.md`` lists ("What a plugin may import"), and every name listed exists.
@@ -68,9 +68,18 @@ def test_the_walker_sees_imports_inside_functions(tmp_path: Path) -> None:
 def test_coca_and_clip_import_nothing_of_each_other(leaf: str, other: str) -> None:
     files = _files(PKG / leaf)
     assert files
+    # leaves: not the other family, nor what wires the families up (built-in plugins, the quickstart teacher,
+    # the engine, the CLI); what they share lives in distillctl/openclip
+    above = (other, "quickstart", "default_plugins", "engine", "cli")
     bad = [f"{f.relative_to(REPO)}: {m}" for f in files for m in _modules_imported(f)
-           if m == f"distillctl.{other}" or m.startswith(f"distillctl.{other}.")]
-    assert not bad, f"distillctl/{leaf} imports distillctl/{other} (share through distillctl/openclip): {bad}"
+           if any(m == f"distillctl.{a}" or m.startswith(f"distillctl.{a}.") for a in above)]
+    assert not bad, f"distillctl/{leaf} imports {', '.join(above)} (share through distillctl/openclip): {bad}"
+
+
+def test_the_shared_open_clip_room_imports_no_family() -> None:
+    bad = [f"{f.relative_to(REPO)}: {m}" for f in _files(PKG / "openclip") for m in _modules_imported(f)
+           if any(m == f"distillctl.{a}" or m.startswith(f"distillctl.{a}.") for a in ("coca", "clip", "quickstart"))]
+    assert not bad, f"distillctl/openclip is what coca and clip share: it imports neither ({bad})"
 
 
 def test_no_library_module_imports_the_cli() -> None:
