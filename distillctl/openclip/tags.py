@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distillctl import hub
+from distillctl import hf_cache
 from distillctl.errors import WeightsError
-from distillctl.hub import hf_cache_dir, hub_reachable, offline
+from distillctl.hf_cache import hf_cache_dir, hub_reachable, offline
 
 DEFAULT_TAG = "laion2b_s13b_b90k"
 MODEL_OF_TEACHER = {"coca-large": "coca_ViT-L-14", "coca-base": "coca_ViT-B-32"}
@@ -33,7 +33,7 @@ WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetens
 
 def cached(repo_id: str, cache: Path) -> bool:
     """Is any open_clip weight file of ``repo_id`` in the HF cache?"""
-    return hub.cached(repo_id, cache, WEIGHT_FILES)
+    return hf_cache.cached(repo_id, cache, WEIGHT_FILES)
 
 
 def unavailable_message(model_name: str, tag: str, repo_id: str, cache: Path, why: str) -> WeightsError:

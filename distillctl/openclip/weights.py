@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from distillctl.errors import WeightsError
-from distillctl.hub import hf_cache_dir, hub_reachable
-from distillctl.hub import offline as _offline
+from distillctl.hf_cache import hf_cache_dir, hub_reachable
+from distillctl.hf_cache import offline as _offline
 from distillctl.openclip.hashing import file_sha256
 from distillctl.openclip.tags import unavailable_message
 

@@ -1,4 +1,4 @@
-"""Hugging Face hub helpers that need neither torch nor open_clip (public: plugins may use them).
+"""Hugging Face cache helpers that need neither torch nor open_clip (public: plugins may use them).
 
 * :func:`hf_cache_dir` -- the HF hub cache, read from the environment at call time;
 * :func:`offline` -- is ``HF_HUB_OFFLINE`` set;
