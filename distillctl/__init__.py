@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from distillctl.errors import DistillctlError
-from distillctl.hookspecs import hookimpl
+from distillctl.hookspecs import PLUGIN_API, hookimpl
 
-__version__ = "0.1.0"
+# the one place the version is written: pyproject.toml reads it from here ([tool.hatch.version])
+__version__ = "0.2.0"
 
-__all__ = ["DistillctlError", "__version__", "hookimpl"]
+__all__ = ["PLUGIN_API", "DistillctlError", "__version__", "hookimpl"]

@@ -202,6 +202,47 @@ def probe_losses(initial: dict[str, Any], episodes: list[dict[str, Any]]) -> str
     return to_svg(fig)
 
 
+def probe_vs_compute(initial: dict[str, Any], episodes: list[dict[str, Any]]) -> str:
+    """Held-out probe loss (total) against the training FLOPs spent, one point per episode, coloured by arm."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(WIDTH, 3.2))
+    pts = [(0.0, (initial or {}).get("total"))] + [(e.get("flops_total"), (e.get("probe") or {}).get("total")) for e in episodes]
+    pts = [(x, y) for x, y in pts if _finite(x) and _finite(y)]
+    if pts:
+        ax.plot([x for x, _ in pts], [y for _, y in pts], color="#222222", lw=1.5)
+        arms = list(dict.fromkeys(str(e.get("arm")) for e in episodes))
+        for j, arm in enumerate(arms):
+            sel = [(e.get("flops_total"), (e.get("probe") or {}).get("total")) for e in episodes if str(e.get("arm")) == arm]
+            sel = [(x, y) for x, y in sel if _finite(x) and _finite(y)]
+            if sel:
+                ax.scatter([x for x, _ in sel], [y for _, y in sel], s=16, color=colour(j), label=arm, zorder=3)
+        _log_if_wide(ax, [y for _, y in pts])
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_xlabel("training FLOPs spent")
+    ax.set_ylabel("probe loss")
+    ax.set_title("Probe loss against training compute (dots: episode ends, by arm)")
+    fig.tight_layout()
+    return to_svg(fig)
+
+
+def episode_seconds(episodes: list[dict[str, Any]]) -> str:
+    """Seconds per episode: compute (the training steps) stacked under the rest (data, probe, bookkeeping)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(WIDTH, 2.6))
+    xs = [e.get("episode", i + 1) for i, e in enumerate(episodes)]
+    comp = [float(e.get("compute_s") or 0.0) for e in episodes]
+    rest = [max(0.0, float(e.get("wall_s") or 0.0) - c) for e, c in zip(episodes, comp, strict=True)]
+    ax.bar(xs, comp, color=colour(0), label="compute (training steps)")
+    ax.bar(xs, rest, bottom=comp, color="#bbbbbb", label="probe, data, bookkeeping")
+    ax.set_xlabel("episode")
+    ax.set_ylabel("seconds")
+    ax.set_title("Wall time per episode")
+    ax.legend(loc="upper right", fontsize=8)
+    _integer_x(ax)
+    fig.tight_layout()
+    return to_svg(fig)
+
+
 def pull_counts(arms: list[dict[str, Any]]) -> str:
     """Horizontal bars: pulls per arm, labelled with the arm's mean reward."""
     plt = _plt()
@@ -311,31 +352,38 @@ def compare_pulls(rows: list[dict[str, Any]]) -> str | None:
     return to_svg(fig)
 
 
-def compare_curves(rows: list[dict[str, Any]], target: float | None) -> str | None:
-    """Probe loss per episode: thin line per seed, thick line for the mean, per run label."""
-    if not any(r.get("curves") for r in rows):
+def compare_curves(rows: list[dict[str, Any]], target: float | None, x: str = "episode") -> str | None:
+    """Probe loss per episode (``x="episode"``) or against the training FLOPs spent (``x="flops"``, from each
+    row's ``curves_flops``): thin line per seed, thick line for the mean (interpolated onto a common grid)."""
+    import numpy as np
+
+    if not any(r.get("curves") for r in rows) or (x == "flops" and not any(r.get("curves_flops") for r in rows)):
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(WIDTH, 3.6))
     plotted: list[float] = []
     for i, r in enumerate(rows):
-        curves = [[v for v in c if _finite(v)] for c in (r.get("curves") or []) if c]
+        xs_all = r.get("curves_flops") if x == "flops" else [list(range(len(c))) for c in r.get("curves") or []]
+        curves = [[(a, v) for a, v in zip(xs, c, strict=False) if _finite(v) and _finite(a)]
+                  for xs, c in zip(xs_all or [], r.get("curves") or [], strict=False) if c]
         curves = [c for c in curves if c]
         for c in curves:
-            ax.plot(range(len(c)), c, color=colour(i), lw=0.7, alpha=0.35)
-            plotted += c
+            ax.plot([a for a, _ in c], [v for _, v in c], color=colour(i), lw=0.7, alpha=0.35)
+            plotted += [v for _, v in c]
         if curves:
-            n = min(len(c) for c in curves)
-            mean = [sum(c[k] for c in curves) / len(curves) for k in range(n)]
-            ax.plot(range(n), mean, color=colour(i), lw=2, label=str(r.get("label", "?")))
+            end = min(c[-1][0] for c in curves)
+            grid = sorted({a for c in curves for a, _ in c if a <= end})
+            mean = np.mean([np.interp(grid, [a for a, _ in c], [v for _, v in c]) for c in curves], axis=0)
+            ax.plot(grid, mean, color=colour(i), lw=2, label=str(r.get("label", "?")))
     if _finite(target):
         ax.axhline(target, color="#555555", ls=":", lw=1, label=f"target {target:.4g}")
     vals = [v for v in plotted if _finite(v) and v > 0]
     if vals and max(vals) / min(vals) > 3:  # the first drop dwarfs the differences that matter: log scale
         ax.set_yscale("log")
-    ax.set_xlabel("episode")
+    ax.set_xlabel("training FLOPs spent" if x == "flops" else "episode")
     ax.set_ylabel("probe loss")
-    ax.set_title("Probe loss per episode (thin: each seed, thick: mean)")
+    ax.set_title(("Probe loss against training compute" if x == "flops" else "Probe loss per episode")
+                 + " (thin: each seed, thick: mean)")
     ax.legend(loc="upper right")
     return to_svg(fig)
 

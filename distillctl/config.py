@@ -86,6 +86,15 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "probe_cache": Field(str, "device", choices=("device", "host"),
                              help="where the probe set's cached teacher outputs live; host = pinned CPU memory"),
         "fsdp": Field(bool, False, help="FSDP2 (fully_shard): shard student and teacher over the ranks (--fsdp)"),
+        "forward": Field(str, "full", choices=("full", "arm"),
+                         help="full: every step runs the whole teacher and student; arm: a step runs only what the "
+                              "arm's modules need (module-local steps, where the family declares them)"),
+        "budget": Field(str, "steps", choices=("steps", "flops"),
+                        help="what ends the run: episodes x episode_steps steps, or train.budget_flops of training compute "
+                             "(then an episode spends what episode_steps full all-module steps cost, whatever its arm)"),
+        "budget_flops": Field(float, 0.0, ge=0,
+                              help="with budget = flops: training FLOPs (all ranks); 0 = what episodes x episode_steps "
+                                   "full all-module steps cost"),
     },
     "loss": {
         "w_task": Field(float, 1.0, help="weight of the family's task loss (CoCa: contrastive + caption)", ge=0),
@@ -242,22 +251,121 @@ def validate(cfg: dict[str, Any], *, source: str | None = None, check_components
         except (UnknownComponentError, DuplicateComponentError) as exc:  # unknown, or two plugins claim it
             problems.append(f"{section}.name: {exc}")
             continue
-        options = entry.options()  # None: the factory takes **kwargs, so any other name may be an option
-        reserved = RESERVED_OPTIONS[section]
-        for k in extra:
-            if k in reserved or (options is not None and k not in options):
-                valid = (", ".join(sorted(set(options) - reserved)) or "none") if options is not None else "any other name"
-                problems.append(f"{section}.{k}: unknown option for {entry.kind} {name!r} (valid: {valid})")
-                continue
-            wrong = entry.check_option(k, table[k])  # against the factory's annotation; unknown types pass
-            if wrong is not None:
-                problems.append(f"{section}.{k}: {wrong}")
+        problems.extend(option_problems(section, entry, {k: table[k] for k in extra}, RESERVED_OPTIONS[section], name=name))
     if registries is not None:
+        for section in ("family", "splitter"):  # "auto": the teacher's own, when its factory declares it
+            if out[section].get("name") == "auto":
+                problems.extend(_auto_option_problems(section, out, registries))
         problems.extend(check_evaluators(out["eval"], registries["evaluator"]))
     problems.extend(check_ranges(out))
     if problems:
         raise ConfigError(problems, source=source)
     return out
+
+
+def option_problems(label: str, entry: Any, options: dict[str, Any], reserved: set[str] | frozenset[str] = frozenset(),
+                    *, name: str | None = None) -> list[str]:
+    """``label.key: message`` for every option of ``entry`` (a registry ``Entry``) that is unknown, reserved
+    (set by distillctl itself), of the wrong type for the factory's annotation, or required and missing.
+
+    One check for every kind and every command (``presets validate``, ``distill``, ``eval``, ``compare``,
+    ``simulate``): ``label`` is where the user wrote the options (``policy``, ``eval.options.captioning``,
+    ``policy 'greedy[x=1]'``)."""
+    problems: list[str] = []
+    shown = name or entry.name
+    known = entry.options()  # None: the factory takes **kwargs, so any other name may be an option
+    for k, value in options.items():
+        if k in reserved or (known is not None and k not in known):
+            valid = (", ".join(sorted(set(known) - set(reserved))) or "none") if known is not None else "any other name"
+            problems.append(f"{label}.{k}: unknown option for {entry.kind} {shown!r} (valid: {valid})")
+            continue
+        wrong = entry.check_option(k, value)  # against the factory's annotation; unknown types pass
+        if wrong is not None:
+            problems.append(f"{label}.{k}: {wrong}")
+    engine = set(reserved) | ENGINE_ARGUMENTS.get(entry.kind, set())
+    for k in entry.required_options(engine):
+        if k not in options:
+            problems.append(f"{label}.{k}: required option of {entry.kind} {shown!r} is missing; set it "
+                            f"(e.g. --set {label}.{k}=VALUE)")
+    return problems
+
+
+# what the engine passes to each kind's factory (never options, never "missing")
+ENGINE_ARGUMENTS: dict[str, set[str]] = {
+    "teacher": {"weights", "device", "variant"},
+    "student": {"teacher", "splitter", "variant"},
+    "splitter": {"variant"},
+    "policy": {"arms", "seed", "variant"},
+    "dataset": {"split", "variant"},
+    "family": {"variant"},
+    "evaluator": {"variant"},
+}
+
+
+def _auto_option_problems(section: str, cfg: dict[str, Any], registries: dict[str, Any]) -> list[str]:
+    """Options of an ``auto`` family or splitter: checked against the teacher's own when its factory
+    declares it (``factory.family = "coca"``, ``factory.splitter = "coca"``), else against every
+    registered one (an option no registered family takes is a typo whichever family the teacher names)."""
+    options = {k: v for k, v in cfg[section].items() if k not in COMPONENT_FIELDS[section]}
+    kind = COMPONENT_SECTIONS[section]
+    declared = None
+    teacher = cfg.get("teacher", {}).get("name")
+    if isinstance(teacher, str):
+        try:
+            found = registries["teacher"].resolve(teacher, missing_ok=True)
+        except DuplicateComponentError:
+            found = None
+        if found is not None:
+            declared = getattr(found[0].factory, section, None)
+    if isinstance(declared, str):
+        try:
+            entry = registries[kind].get(declared)
+        except (UnknownComponentError, DuplicateComponentError) as exc:
+            return [f"{section}.name: auto: teacher {teacher!r} names {kind} {declared!r}, which cannot be used: {exc}"]
+        return option_problems(section, entry, options, RESERVED_OPTIONS[section], name=declared)
+    problems = []
+    candidates = [e for e in registries[kind] if not e.is_prefix]
+    for k, value in options.items():
+        takers = [e for e in candidates if k not in RESERVED_OPTIONS[section] and (e.options() is None or k in e.options())]
+        if not takers:
+            valid = sorted({o for e in candidates for o in (e.options() or {})} - RESERVED_OPTIONS[section])
+            problems.append(f"{section}.{k}: no {kind} takes this option (auto: the teacher's {kind}; "
+                            f"valid for some {kind}: {', '.join(valid) or 'none'})")
+            continue
+        wrong = [e.check_option(k, value) for e in takers]
+        if all(w is not None for w in wrong):
+            problems.append(f"{section}.{k}: {wrong[0]}")
+    return problems
+
+
+def old_evaluate_signature(entry: Any, evaluate: Any, *, name: str | None = None, bound: bool = True) -> str | None:
+    """Why ``evaluate`` (an evaluator's method; ``bound=False``: the function on its class) cannot be called as
+    the plugin API's ``evaluate(bundle, ctx)``, e.g. 0.1's ``evaluate(model, tokenizer, transform, dataset,
+    *, device)``; None when it can (or its signature cannot be read)."""
+    import inspect
+
+    from distillctl import PLUGIN_API, __version__
+
+    try:
+        signature = inspect.signature(evaluate)
+    except (TypeError, ValueError):
+        return None
+    try:
+        signature.bind(*([] if bound else [object()]), object(), object())
+        return None
+    except TypeError:
+        params = list(signature.parameters.values())[0 if bound else 1:]
+        names, star = [], False
+        for p in params:  # names only: evaluate(model, tokenizer, transform, dataset, *, device)
+            if p.kind is p.KEYWORD_ONLY and not star:
+                names.append("*")
+                star = True
+            names.append({p.VAR_POSITIONAL: "*", p.VAR_KEYWORD: "**"}.get(p.kind, "") + p.name)
+            star = star or p.kind is p.VAR_POSITIONAL
+        shown = f"({', '.join(names)})"
+        return (f"{entry.describe(name)} has evaluate{shown}, the signature of the 0.1 plugin API; distillctl {__version__} "
+                f"(plugin API {PLUGIN_API}) calls evaluate(bundle, ctx) (model, tokenizer and transform in the bundle, "
+                "dataset, device and samples in ctx; see the CHANGELOG's \"Breaking (plugin API)\"): upgrade the plugin.")
 
 
 def check_evaluators(ev: dict[str, Any], evaluators: Any) -> list[str]:
@@ -266,9 +374,14 @@ def check_evaluators(ev: dict[str, Any], evaluators: Any) -> list[str]:
     names = ev.get("evaluators")
     for i, name in enumerate(names if isinstance(names, list) else []):
         try:
-            evaluators.get(str(name))
+            entry = evaluators.get(str(name))
         except (UnknownComponentError, DuplicateComponentError) as exc:
             problems.append(f"eval.evaluators[{i}]: {exc}")
+            continue
+        evaluate = getattr(entry.factory, "evaluate", None) if isinstance(entry.factory, type) else None
+        refusal = old_evaluate_signature(entry, evaluate, name=str(name), bound=False) if callable(evaluate) else None
+        if refusal is not None:  # a class factory: its evaluate's signature is known before anything is built
+            problems.append(f"eval.evaluators[{i}]: {refusal}")
     for name, opts in (ev.get("options") or {}).items():
         try:
             entry = evaluators.get(str(name))
@@ -278,11 +391,14 @@ def check_evaluators(ev: dict[str, Any], evaluators: Any) -> list[str]:
         if not isinstance(opts, dict):
             problems.append(f"eval.options.{name}: expected a table of options, got {type(opts).__name__}")
             continue
-        valid = entry.options()
-        for k in opts:
-            if valid is not None and k not in valid:
-                problems.append(f"eval.options.{name}.{k}: unknown option for evaluator {entry.name!r} "
-                                f"(valid: {', '.join(sorted(valid)) or 'none'})")
+        problems.extend(option_problems(f"eval.options.{name}", entry, opts, {"variant"}))
+    for name in names if isinstance(names, list) else []:  # required options of every evaluator run
+        try:
+            entry = evaluators.get(str(name))
+        except (UnknownComponentError, DuplicateComponentError):
+            continue  # reported above
+        if str(name) not in (ev.get("options") or {}) and entry.name not in (ev.get("options") or {}):
+            problems.extend(option_problems(f"eval.options.{name}", entry, {}, {"variant"}))
     return problems
 
 

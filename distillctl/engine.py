@@ -83,6 +83,7 @@ class LoopState:
     world_size: int = 1  # of the run that wrote this state (a resume under another world size is approximate)
     global_batch: int = 0  # world_size x per-rank batch: what one ``batches`` step drew from the stream
     timings: dict[str, float] = field(default_factory=lambda: {"data_s": 0.0, "compute_s": 0.0, "probe_s": 0.0, "train_s": 0.0})
+    flops: int = 0  # training FLOPs spent so far, all ranks (exact integer sums: a FLOPs budget ends deterministically)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -141,6 +142,8 @@ class RunContext:
     optimizer: torch.optim.Optimizer | None = None
     scheduler: Any = None
     trainable: list[torch.nn.Parameter] = field(default_factory=list)
+    plans: dict[tuple[str, ...], Any] = field(default_factory=dict)  # arm -> StepPlan (module-local) or None (full step)
+    compute: dict[str, Any] = field(default_factory=dict)  # FLOPs per step of each arm, the budget (see count_flops)
     # 4-6. loop and finish
     state: LoopState = field(default_factory=LoopState)
     skips: SkipCounter = field(default_factory=SkipCounter)
@@ -186,6 +189,18 @@ def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], floa
         if step < warmup:
             return (step + 1) / max(1, warmup)
         t = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return f
+
+
+def compute_lr_lambda(warmup: int, min_ratio: float, progress: Callable[[], float]) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup`` steps, then a cosine over the fraction of the compute budget spent
+    (``progress()``, read when the scheduler steps: after the step's FLOPs are counted)."""
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        t = min(1.0, max(0.0, progress()))
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
     return f
@@ -249,12 +264,14 @@ class Objective:
         key = projection_key(path)
         return self.projections[key](h) if key in self.projections else h
 
-    def __call__(self, student_out: dict[str, Any], teacher_out: dict[str, Any], student_hidden: dict[str, torch.Tensor],
-                 teacher_hidden: dict[str, torch.Tensor], inputs: dict[str, Any], modules: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    def __call__(self, student_out: dict[str, Any] | None, teacher_out: dict[str, Any] | None,
+                 student_hidden: dict[str, torch.Tensor], teacher_hidden: dict[str, torch.Tensor], inputs: dict[str, Any],
+                 modules: tuple[str, ...], *, terms: bool = True) -> dict[str, torch.Tensor]:
+        """``terms=False`` (a module-local step whose forward cannot give them): layerwise terms only."""
         c = self.cfg
-        task_terms = self.family.task_loss(student_out, inputs)
-        kd_terms = self.family.kd_terms(student_out, teacher_out, inputs, temperature=c["temperature"])
-        zero = _zero_like(student_out)
+        task_terms = self.family.task_loss(student_out, inputs) if terms else {}
+        kd_terms = self.family.kd_terms(student_out, teacher_out, inputs, temperature=c["temperature"]) if terms else {}
+        zero = _zero_like(student_out if terms else student_hidden)
         task = sum(task_terms.values()) if task_terms else zero  # a family may have no task term (unlabelled data)
         kd = sum(kd_terms.values()) if kd_terms else zero
         per_module: dict[str, torch.Tensor] = {}
@@ -412,12 +429,17 @@ def build_training(ctx: RunContext) -> None:
     ctx.arms = build_arms(ctx.module_names, ctx.cfg["policy"]["arms"])
     ctx.policy = registry("policy").create(ctx.cfg["policy"]["name"], arms=ctx.arms, seed=seed,
                                            **component_options(ctx.cfg["policy"], "policy"))
+    ctx.plans = step_plans(ctx)
+    count_flops(ctx)
     # FSDP with replicated scalars: the per-parameter loop (foreach kernels cannot mix DTensors and tensors)
     ctx.optimizer = torch.optim.AdamW(param_groups([ctx.student_model, ctx.projections], train["weight_decay"]),
                                       lr=train["lr"], betas=(0.9, 0.98), foreach=False if ctx.replicated else None)
-    total_steps = train["episodes"] * train["episode_steps"]
-    ctx.scheduler = torch.optim.lr_scheduler.LambdaLR(ctx.optimizer, lr_lambda(train["warmup_steps"], total_steps,
-                                                                               train["min_lr_ratio"]))
+    if train["budget"] == "flops":  # the cosine runs over the compute spent (the number of steps depends on the arms)
+        budget = ctx.compute["budget_flops"]
+        schedule = compute_lr_lambda(train["warmup_steps"], train["min_lr_ratio"], lambda: ctx.state.flops / budget)
+    else:
+        schedule = lr_lambda(train["warmup_steps"], train["episodes"] * train["episode_steps"], train["min_lr_ratio"])
+    ctx.scheduler = torch.optim.lr_scheduler.LambdaLR(ctx.optimizer, schedule)
     replicated = {id(p) for p in ctx.replicated}  # FSDP: sharded params are clipped together (DTensor norms);
     ctx.trainable = [p for g in ctx.optimizer.param_groups for p in g["params"] if id(p) not in replicated]
     if ctx.dist.enabled and not train["fsdp"]:  # DDP over the raw modules: the optimizer keeps the same parameters
@@ -526,7 +548,13 @@ def make_batches(ctx: RunContext) -> Iterator[Any]:
     train, seed = ctx.train, ctx.train["seed"]
     # the stream ends after the draws this run still needs (equal to the total for a fresh or same-world resume;
     # a resume under another world size starts at a rescaled position)
-    end = ctx.state.batches + (train["episodes"] - ctx.state.episode) * train["episode_steps"]
+    if train["budget"] == "flops":  # at most what the cheapest arm's steps can spend of the rest of the budget
+        cheapest = max(1, min(ctx.compute["step_flops"].values()))
+        remaining = math.ceil(max(0, ctx.compute["budget_flops"] - ctx.state.flops) / cheapest)
+        remaining += remaining // 4 + train["episode_steps"]  # slack: a step whose items were all unreadable spends nothing
+    else:
+        remaining = (train["episodes"] - ctx.state.episode) * train["episode_steps"]
+    end = ctx.state.batches + remaining
     if getattr(ctx.train_ds, "streaming", False):  # shard streams (wds): each rank reads its own shards
         return iter(make_stream_loader(ctx.train_ds, ctx.teacher.transform, ctx.teacher.tokenizer,
                                        batch_size=train["batch_size"], rank=ctx.dist.rank, world_size=ctx.dist.world_size,
@@ -553,23 +581,13 @@ def train_step(ctx: RunContext, batch: Any, arm: tuple[str, ...], s_paths: list[
     No host synchronisation: non-finite losses are found on the episode's sums (:func:`_episode_terms`),
     and on CUDA the compute time is taken with CUDA events, read once per episode. ``weight`` 0: this
     rank's own batch was empty, yet it must take part in the other ranks' DDP/FSDP step (zero gradient)."""
-    family, dev, dt = ctx.family, ctx.device, ctx.autocast_dtype
-    inputs = family.inputs(batch, dev)
+    dev = ctx.device
+    inputs = ctx.family.inputs(batch, dev)
     tc = time.perf_counter()
     if dev.type == "cuda":
         start = torch.cuda.Event(enable_timing=True)
         start.record()
-    # teacher: frozen, no_grad (not inference_mode: its tensors are MSE targets)
-    with torch.no_grad(), _autocast(dev, dt), HiddenStateTap(ctx.teacher_model, t_paths) as t_tap:
-        t_out = family.forward(ctx.teacher_model, inputs)
-
-    def student_terms() -> dict[str, torch.Tensor]:
-        with _autocast(dev, dt), HiddenStateTap(ctx.student_model, s_paths) as s_tap:
-            s_out = family.forward(ctx.student_model, inputs)  # freed on return: logits do not outlive the loss
-            return ctx.objective(s_out, t_out, s_tap.outputs, t_tap.outputs, inputs, arm)
-
-    # under DDP the forward runs inside the wrapper, which then averages the gradients over ranks in backward
-    terms = ctx.ddp(student_terms) if ctx.ddp is not None else student_terms()
+    terms = step_terms(ctx, inputs, arm, ctx.plans.get(arm), s_paths, t_paths, ddp=ctx.ddp)
     loss = terms["total"] if weight == 1.0 else terms["total"] * weight
     ctx.optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -578,8 +596,8 @@ def train_step(ctx: RunContext, batch: Any, arm: tuple[str, ...], s_paths: list[
     if ctx.train["grad_clip"] > 0:
         torch.nn.utils.clip_grad_norm_(ctx.trainable, ctx.train["grad_clip"])
     ctx.optimizer.step()
+    ctx.state.flops += ctx.compute["step_flops"][arm_name(arm)]  # before the schedule reads it (FLOPs budget)
     ctx.scheduler.step()
-    t_out = None  # free the teacher's logits before the next forward (peak memory)
     if dev.type == "cuda":
         end = torch.cuda.Event(enable_timing=True)
         end.record()
@@ -594,10 +612,111 @@ def train_step(ctx: RunContext, batch: Any, arm: tuple[str, ...], s_paths: list[
         ep_sums[k] = ep_sums[k] + v if k in ep_sums else v
 
 
-def _episode_terms(ctx: RunContext, ep_sums: dict[str, torch.Tensor], episode: int) -> dict[str, float]:
+def step_terms(ctx: RunContext, inputs: dict[str, Any], arm: tuple[str, ...], plan: Any, s_paths: list[str],
+               t_paths: list[str], *, ddp: Any = None) -> dict[str, torch.Tensor]:
+    """The teacher's and the student's forwards for one step of ``arm`` -> the loss terms (with their graph).
+
+    ``plan`` None: the full forwards (``family.forward``). A module-local :class:`~distillctl.interfaces.StepPlan`:
+    only ``plan.forward`` (the parts that feed the arm's layers) and, when it cannot give the task/KD terms,
+    each forward stops as soon as the arm's last hooked layer has run."""
+    family, dev, dt = ctx.family, ctx.device, ctx.autocast_dtype
+    forward = family.forward if plan is None else plan.forward
+    terms = plan is None or plan.terms
+    # teacher: frozen, no_grad (not inference_mode: its tensors are MSE targets)
+    with torch.no_grad(), _autocast(dev, dt), HiddenStateTap(ctx.teacher_model, t_paths, stop=not terms) as t_tap:
+        t_out = t_tap.run(forward, ctx.teacher_model, inputs)
+
+    def student_terms() -> dict[str, torch.Tensor]:
+        with _autocast(dev, dt), HiddenStateTap(ctx.student_model, s_paths, stop=not terms) as s_tap:
+            s_out = s_tap.run(forward, ctx.student_model, inputs)  # freed on return: logits do not outlive the loss
+            return ctx.objective(s_out, t_out, s_tap.outputs, t_tap.outputs, inputs, arm, terms=terms)
+
+    # under DDP the forward runs inside the wrapper, which then averages the gradients over ranks in backward
+    return ddp(student_terms) if ddp is not None else student_terms()
+
+
+def step_plans(ctx: RunContext) -> dict[tuple[str, ...], Any]:
+    """``train.forward = "arm"``: each arm's module-local plan from the family (None: the full step). Full steps
+    for every arm with ``"full"``, for a family that declares no plans, and under FSDP (a sharded model runs
+    its parts only through the root's forward)."""
+    if ctx.train["forward"] != "arm":
+        return {}
+    plan_of = getattr(ctx.family, "step_plan", None)
+    if plan_of is None:
+        ctx.emit("warning", {"message": f"family {ctx.family.name!r} declares no module-local steps (step_plan): "
+                                        "train.forward = 'arm' runs full steps."})
+        return {}
+    if ctx.train["fsdp"]:
+        ctx.emit("warning", {"message": "train.forward = 'arm' runs full steps under --fsdp (sharded parts run only "
+                                        "through the whole model's forward)."})
+        return {}
+    return {arm: plan_of(tuple(arm)) for arm in ctx.arms}
+
+
+def _take(inputs: dict[str, Any], n: int) -> dict[str, Any]:
+    """The first ``n`` samples of a batch of inputs (tensors whose first dimension is the batch)."""
+    size = next((v.shape[0] for v in inputs.values() if isinstance(v, torch.Tensor) and v.ndim), n)
+    return {k: (v[:n] if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == size else v) for k, v in inputs.items()}
+
+
+def count_flops(ctx: RunContext) -> None:
+    """FLOPs of one training step of each arm (and of the full all-module step, and of one probe), counted by
+    ``torch.utils.flop_counter.FlopCounterMode`` over a real forward + backward of that step on 2 probe samples,
+    scaled linearly to the per-rank batch and summed over ranks.
+
+    What is counted: matrix products, convolutions and attention (the library's formulas), forward and backward;
+    elementwise work, norms and the optimizer are not. The in-batch ``B x B`` similarity terms grow as B^2 but are
+    a negligible share at these widths. PyTorch's fused attention fast path is switched off while counting (it has
+    no FLOP formula; it does the same products). Nothing of the run changes: RNG states are restored, the
+    gradients dropped and the student's buffers (e.g. BatchNorm statistics) put back. The budget
+    (``train.budget_flops``, or ``episodes x episode_steps`` full all-module steps) is fixed here."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    first = _probe_on(ctx, ctx.probe_batches[0])
+    n = 2
+    inputs = _take(first.inputs, n)
+    n = next((v.shape[0] for v in inputs.values() if isinstance(v, torch.Tensor) and v.ndim), n)
+    world, train = ctx.dist.world_size, ctx.train
+    buffers = {k: v.detach().clone() for k, v in ctx.student_model.named_buffers()}
+    all_modules = tuple(ctx.module_names)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    step_flops: dict[str, int] = {}
+    try:
+        with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
+            for key, arm, plan in [("<full>", all_modules, None), *((arm_name(a), a, ctx.plans.get(a)) for a in ctx.arms)]:
+                with FlopCounterMode(display=False) as counter:
+                    terms = step_terms(ctx, inputs, arm, plan, ctx.objective.student_paths(arm), ctx.objective.teacher_paths(arm))
+                    terms["total"].backward()
+                step_flops[key] = round(counter.get_total_flops() * train["batch_size"] / n) * world
+                for p in [*ctx.student_model.parameters(), *ctx.projections.parameters()]:
+                    p.grad = None
+            ctx.student_model.eval()
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                ctx.family.forward(ctx.student_model, inputs)
+            ctx.student_model.train()
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+        with torch.no_grad():
+            for k, v in ctx.student_model.named_buffers():
+                v.copy_(buffers[k])
+    full = step_flops.pop("<full>")
+    probe = round(counter.get_total_flops() * ctx.probe_bs / n) * train["probe_batches"]
+    ctx.compute = {
+        "budget": train["budget"],
+        "budget_flops": round(train["budget_flops"]) or train["episodes"] * train["episode_steps"] * full,
+        "full_step_flops": full,  # one step of every module with the full forward (plain layerwise distillation)
+        "step_flops": step_flops,  # one step of each arm, as this run steps it (train.forward)
+        "probe_flops": probe,  # one probe evaluation (every probe batch, student forward only)
+        "forward": train["forward"],
+        "module_local": sorted(arm_name(a) for a, p in ctx.plans.items() if p is not None),
+        "counted_on": {"samples": n, "per_rank_batch": train["batch_size"], "world_size": world},
+    }
+
+
+def _episode_terms(ctx: RunContext, ep_sums: dict[str, torch.Tensor], episode: int, steps: int) -> dict[str, float]:
     """The episode's mean train terms (averaged over ranks): one host transfer per episode, and the
     non-finite check that used to cost a synchronisation every step."""
-    steps = ctx.train["episode_steps"]
     values = torch.stack([v.float() for v in ep_sums.values()]).tolist() if ep_sums else []
     terms = {k: v / steps for k, v in zip(ep_sums, values, strict=True)}
     if ctx.cuda_events:  # the events of this episode have completed once the values above were read
@@ -624,7 +743,11 @@ def run_episode(ctx: RunContext, batches: Iterator[Any], episode: int) -> tuple[
     arm = ctx.arms[arm_idx]
     s_paths, t_paths = ctx.objective.student_paths(arm), ctx.objective.teacher_paths(arm)  # only this arm's layers
     ep_sums: dict[str, torch.Tensor] = {}
-    for _ in range(train["episode_steps"]):
+    t_episode, compute_0, flops_0, steps = time.perf_counter(), state.timings["compute_s"], state.flops, 0
+    for _ in range(episode_length(ctx, arm)):
+        if budget_spent(ctx):  # a FLOPs budget can run out inside an episode: it ends there
+            break
+        steps += 1
         td = time.perf_counter()
         batch = next(batches)
         state.batches += 1
@@ -635,7 +758,8 @@ def run_episode(ctx: RunContext, batches: Iterator[Any], episode: int) -> tuple[
             continue
         state.timings["data_s"] += time.perf_counter() - td
         train_step(ctx, batch, arm, s_paths, t_paths, ep_sums)
-    ep_terms = _episode_terms(ctx, ep_sums, episode)
+    ep_terms = _episode_terms(ctx, ep_sums, episode, steps)
+    compute_s = state.timings["compute_s"] - compute_0
     # one probe evaluation per episode -> reward = relative decrement
     tp = time.perf_counter()
     probe = probe_loss(ctx)
@@ -648,8 +772,33 @@ def run_episode(ctx: RunContext, batches: Iterator[Any], episode: int) -> tuple[
     if burn_in is None:  # burn-in rewards are recorded, never fed to the policy
         ctx.policy.update(arm_idx, reward)
     return arm, {"episode": episode + 1, "arm": arm_name(arm), "reward": reward, "probe_loss": p, "probe": probe,
-                 "train": ep_terms, "lr": ctx.scheduler.get_last_lr()[0], "step": state.step,
+                 "train": ep_terms, "lr": ctx.scheduler.get_last_lr()[0], "step": state.step, "steps": steps,
+                 "flops": state.flops - flops_0, "flops_total": state.flops,
+                 "compute_s": round(compute_s, 4), "probe_s": round(time.perf_counter() - tp, 4),
+                 "wall_s": round(time.perf_counter() - t_episode, 4),
                  "posterior": ctx.policy.posterior(), "burn_in": burn_in is not None}
+
+
+def episode_length(ctx: RunContext, arm: tuple[str, ...]) -> int:
+    """Steps in an episode of ``arm``: ``episode_steps``; under a FLOPs budget, as many of this arm's steps as
+    ``episode_steps`` full all-module steps cost (rounded up), so every episode spends the same compute and
+    rewards compare arms per unit of compute (a cheap module-local arm trains more steps per episode)."""
+    steps = ctx.train["episode_steps"]
+    if ctx.train["budget"] != "flops":
+        return steps
+    return math.ceil(steps * ctx.compute["full_step_flops"] / max(1, ctx.compute["step_flops"][arm_name(arm)]))
+
+
+def budget_spent(ctx: RunContext) -> bool:
+    """Under ``train.budget = "flops"``: the training FLOPs spent have reached the budget (steps: never here)."""
+    return ctx.train["budget"] == "flops" and ctx.state.flops >= ctx.compute["budget_flops"]
+
+
+def run_finished(ctx: RunContext) -> bool:
+    """The run's budget is spent: ``episodes`` episodes, or ``budget_flops`` of training compute."""
+    if ctx.train["budget"] == "flops":
+        return budget_spent(ctx)
+    return ctx.state.episode >= ctx.train["episodes"]
 
 
 def burn_in_arm(ctx: RunContext, episode: int) -> int | None:
@@ -662,9 +811,14 @@ def burn_in_arm(ctx: RunContext, episode: int) -> int | None:
     policy, so they compare fairly); their rewards are recorded but never fed to the policy. A policy
     whose choices never depend on rewards (``uses_rewards = False``: ``fixed-order``, ``uniform``)
     plays its own arms throughout.
+
+    Burn-in never swallows a run: at most half of its episodes (rounded down) are burn-in, so a learning
+    policy decides at least once in every run (3 episodes inside a long warm-up: one burn-in, two decisions).
     """
     train = ctx.train
     if ctx.cfg["loss"]["warmup_rewards"] or episode * train["episode_steps"] >= train["warmup_steps"]:
+        return None
+    if episode >= train["episodes"] // 2:  # the warm-up is longer than half the run: the policy decides the rest
         return None
     if not getattr(ctx.policy, "uses_rewards", True):  # fixed-order, uniform: nothing to confound
         return None
@@ -681,21 +835,29 @@ def run_episodes(ctx: RunContext) -> None:
         checkpoint.set_rng_state(ctx.checkpoint["rng"])
     timings = state.timings
     t_train = time.perf_counter() - timings["train_s"]
+    flops_budget = train["budget"] == "flops"
     ctx.emit("start", {"episodes": train["episodes"], "steps": train["episodes"] * train["episode_steps"],
-                       "arms": [arm_name(a) for a in ctx.arms], "done": state.episode})
-    for episode in range(state.episode, train["episodes"]):
+                       "arms": [arm_name(a) for a in ctx.arms], "done": state.episode,
+                       # progress: episodes, or FLOPs spent of the budget
+                       "total": ctx.compute["budget_flops"] if flops_budget else train["episodes"],
+                       "completed": state.flops if flops_budget else state.episode,
+                       "unit": "flops" if flops_budget else "episodes"})
+    while not run_finished(ctx):
+        episode = state.episode
         arm, record = run_episode(ctx, batches, episode)
         state.episodes.append(record)
         state.episode = episode + 1
         timings["train_s"] = time.perf_counter() - t_train
         # samples/s of the whole job: this rank's count x world size (summed exactly at checkpoints and the end)
-        ctx.emit("episode", {**record, "samples_per_s": state.samples * ctx.dist.world_size / max(timings["train_s"], 1e-9)})
+        ctx.emit("episode", {**record, "samples_per_s": state.samples * ctx.dist.world_size / max(timings["train_s"], 1e-9),
+                             "completed": state.flops if flops_budget else state.episode,
+                       "unit": "flops" if flops_budget else "episodes"})
         if ctx.dist.is_main:  # observers see the run once, not once per rank
             call_observers("on_episode_end", episode=episode + 1, arm=arm, reward=record["reward"],
                            probe_loss=record["probe_loss"],
                            state={"step": state.step, "losses": record["train"], "posterior": record["posterior"]})
         every = train["checkpoint_every"]
-        if every and (episode + 1) % every == 0 and episode + 1 < train["episodes"]:
+        if every and (episode + 1) % every == 0 and not run_finished(ctx):
             save_checkpoint(ctx)  # every rank: counters are summed (and FSDP shards gathered); rank 0 writes
     timings["train_s"] = time.perf_counter() - t_train
     _sync_counters(ctx)
@@ -737,16 +899,16 @@ def finish(ctx: RunContext) -> dict[str, Any]:
     ctx.rundir.mark_exported()  # from here on a failure removes nothing (the student is of value)
     from distillctl.report import write_reports
 
-    error = None
+    error, cause = None, None
     try:
         evaluation = evaluate_models(ctx)
     except Exception as exc:  # noqa: BLE001 - the student is saved: record the failure, then report it
-        evaluation, error = {}, _one_line(exc)
+        evaluation, error, cause = {}, _one_line(exc), exc
     report = build_report(ctx, evaluation, error=error)
     write_reports(report, ctx.out_dir)
     if error is not None:
         raise DistillctlError(f"evaluation failed after the student was saved ({ctx.out_dir}/student.safetensors, "
-                              f"report.json): {error}")
+                              f"report.json): {error}") from cause  # DISTILLCTL_DEBUG=1: the evaluator's traceback
     if ctx.ckpt_path.parent.is_dir():  # the run is complete: its resume state is no longer needed
         shutil.rmtree(ctx.ckpt_path.parent, ignore_errors=True)
     call_observers("on_run_end", out_dir=str(ctx.out_dir), report=report)
@@ -886,21 +1048,50 @@ def evaluate_bundles(names: list[str], family: Any, dataset: Any, student: Teach
 
     ``options`` is ``{evaluator: {option: value}}`` (``eval.options``); the evaluators' one-line remarks
     (tokenisation used, decoding, ...) are appended to ``notes`` when given."""
+    from distillctl.registry import plugin_errors
+
     out: dict[str, dict[str, float]] = {"student": {}, **({"teacher": {}} if teacher is not None else {})}
-    for name in names:
-        entry = registry("evaluator").get(name)
-        opts = (options or {}).get(entry.name) or (options or {}).get(name) or {}
-        evaluator = registry("evaluator").create(name, **dict(opts))
+    built = [build_evaluator(name, family, (options or {})) for name in names]  # all checked before any runs
+    for name, entry, evaluator in built:
         if emit is not None:
             emit("status", {"message": f"evaluating ({name}) on {dataset.describe()}"})
         ctx = EvalContext(family=family, dataset=dataset, device=device, samples=samples, teacher=teacher,
                           notes=notes if notes is not None else [])
-        out["student"].update(evaluator.evaluate(student, ctx))
-        if teacher is not None:
-            out["teacher"].update(evaluator.evaluate(teacher, ctx))
-            if hasattr(evaluator, "evaluate_pair"):
+        with plugin_errors(entry, "evaluate", name=name):  # a plugin's failure is one line naming it
+            out["student"].update(evaluator.evaluate(student, ctx))
+            if teacher is not None:
+                out["teacher"].update(evaluator.evaluate(teacher, ctx))
+        if teacher is not None and hasattr(evaluator, "evaluate_pair"):
+            with plugin_errors(entry, "evaluate_pair", name=name):
                 out["student"].update(evaluator.evaluate_pair(student, teacher, ctx))
     return out
+
+
+def build_evaluator(name: str, family: Any, options: dict[str, Any]) -> tuple[str, Any, Any]:
+    """``(name, registry entry, evaluator)``: built with its ``eval.options``, its ``evaluate`` checked against
+    the plugin API's signature (an evaluator written for 0.1 is refused in one line saying what changed),
+    and ``applies_to(family)`` asked when it has one (absent: it applies; the evaluator raises a
+    ``DistillctlError`` naming a family method it needs and does not find)."""
+    from distillctl.config import old_evaluate_signature
+    from distillctl.errors import PluginError
+    from distillctl.registry import plugin_errors
+
+    entry = registry("evaluator").get(name)
+    opts = options.get(name) or options.get(entry.name) or {}  # as asked (PLUGIN/NAME of a shadowed one), else canonical
+    evaluator = registry("evaluator").create(name, **dict(opts))
+    if not callable(getattr(evaluator, "evaluate", None)):
+        raise PluginError(f"{entry.describe(name)} has no evaluate(bundle, ctx) method; see plugins/README.md (Evaluator).")
+    refusal = old_evaluate_signature(entry, evaluator.evaluate, name=name)
+    if refusal is not None:
+        raise PluginError(refusal)
+    if hasattr(evaluator, "applies_to"):
+        with plugin_errors(entry, "applies_to", name=name):
+            applies = evaluator.applies_to(family)
+        if not applies:
+            usable = ", ".join(getattr(family, "evaluators", ())) or "none"
+            raise DistillctlError(f"evaluator {name!r} does not apply to family {getattr(family, 'name', '?')!r} "
+                                  f"(its applies_to says no); evaluators for this family: {usable}.")
+    return name, entry, evaluator
 
 
 def build_report(ctx: RunContext, evaluation: dict[str, dict[str, float]], *, error: str | None = None) -> dict[str, Any]:
@@ -953,6 +1144,11 @@ def build_report(ctx: RunContext, evaluation: dict[str, dict[str, float]], *, er
                         # every rank's own policy chose what rank 0 broadcast (identical rewards -> identical policies)
                         "ranks_agree": all(c == ctx.rank_choices[0] for c in ctx.rank_choices)},
         "policy_state": ctx.policy.state_dict(),
+        # training compute: FLOPs per step of each arm (count_flops), the budget and what was spent
+        "compute": {**ctx.compute, "spent_flops": state.flops,
+                    "probe_flops_total": ctx.compute.get("probe_flops", 0) * (len(state.episodes) + 1)},
+        # episodes the policy chose (not burn-in): 0 means the run never tested the policy (the summary says so)
+        "policy_decisions": sum(1 for e in state.episodes if not e.get("burn_in")),
     }
     if error is not None:
         report["error"] = error

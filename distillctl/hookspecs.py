@@ -37,6 +37,20 @@ import pluggy
 hookspec = pluggy.HookspecMarker("distillctl")
 hookimpl = pluggy.HookimplMarker("distillctl")
 
+PLUGIN_API = "2.0"
+"""The version of this contract, ``MAJOR.MINOR``: MAJOR changes when a plugin written for the previous
+one may break (0.1.x was API 1; 0.2.0 is API 2, see the CHANGELOG's "Breaking (plugin API)"), MINOR when
+hooks or optional members are added.
+
+A plugin declares the API it needs with a module attribute on its entry-point object::
+
+    DISTILLCTL_PLUGIN_API = "2.0"       # in the module the entry point names
+
+It is loaded when its MAJOR equals this one's and its MINOR is not newer; otherwise it is refused
+(listed as broken by ``distillctl plugins``, one line saying which API it needs and which this
+distillctl provides). A plugin that declares nothing is loaded as before.
+"""
+
 Register = Callable[..., Any]
 
 
@@ -56,6 +70,10 @@ def register_teachers(register: Register) -> None:
     called before anything heavy is imported or built, so that weights that cannot be had fail
     in a second with one line (the built-in ``coca-large`` uses it for offline tags). A prefix
     entry's preflight also gets ``variant=`` (``timm:vit_small`` -> ``variant="vit_small"``).
+
+    Optional: ``factory.family = "NAME"`` / ``factory.splitter = "NAME"``, the family and splitter its
+    bundles name, so that options of ``[family]`` / ``[splitter]`` ``name = "auto"`` are checked against
+    them before anything is built.
     """
 
 

@@ -156,6 +156,30 @@ Inputs = dict[str, Any]  # what a family's forward takes, e.g. {"image": [B,3,H,
 Outputs = dict[str, Any]  # what a family's forward returns (tensors, by the family's own keys)
 
 
+@dataclass(frozen=True)
+class StepPlan:
+    """What a **module-local** training step of one arm runs (``train.forward = "arm"``).
+
+    Returned by a family's optional ``step_plan(modules)``; None (or no such method) means the arm
+    needs the full forward. The engine runs ``forward`` on the teacher (under ``no_grad``) and on the
+    student, with forward hooks on the arm's mapped layers only:
+
+    * ``forward(model, inputs) -> outputs``: runs only the parts of ``model`` that feed the arm's
+      hooked layers (e.g. CoCa's vision arm: ``model.visual(image)``). Any return value is accepted
+      when ``terms`` is False.
+    * ``terms``: True when the family's ``task_loss`` and ``kd_terms`` can be computed from what
+      ``forward`` returned (the family must then accept those partial outputs). False: the step's
+      loss is the arm's layerwise terms alone, and the engine **stops each forward early**, as soon
+      as every hooked layer of that model has run (nothing after the deepest hooked layer is
+      computed; timm's ``forward_intermediates(stop_early=True)`` is the model).
+    * ``parts``: names of what runs, for reports and ``inspect`` (e.g. ``("visual",)``).
+    """
+
+    parts: tuple[str, ...]
+    forward: Callable[[Any, Any], Any]
+    terms: bool = False
+
+
 class Family(Protocol):
     """Everything model-specific: one per model family (``coca``, ``clip``, a plugin's ``timm``...).
 
@@ -194,6 +218,8 @@ class Family(Protocol):
       logits [B, V]`` -- incremental decoding for the built-in greedy / beam decoder.
     * ``class_logits(model, images) -> [N, C]`` -- image classifiers.
     * ``dummy_inputs(bundle, batch_size, device) -> inputs`` -- shapes only (``inspect``).
+    * ``step_plan(modules: tuple[str, ...]) -> StepPlan | None`` -- what a module-local step of an
+      arm runs (``train.forward = "arm"``); None = the full forward. Absent: every step is full.
     * ``evaluators: tuple[str, ...]`` -- built-in evaluators that apply to this family, first =
       the default when ``eval.evaluators`` is not set.
     """
@@ -280,8 +306,8 @@ class Evaluator(Protocol):
     ``evaluate(bundle, ctx)`` is called once per scored model (student, then teacher) and returns a
     flat ``{metric: value}`` dict. An evaluator that compares the two may also define
     ``evaluate_pair(student, teacher, ctx) -> {metric: value}`` (shown as the student's metrics).
-    ``applies_to(family) -> bool`` (optional) says whether it can score this family's models; the
-    default is ``name in family.evaluators``. Raise DistillctlError for bad input.
+    ``applies_to(family) -> bool`` (optional) says whether it can score this family's models (asked before
+    it runs; absent, it applies to every family). Raise DistillctlError for bad input.
     """
 
     name: str

@@ -16,16 +16,24 @@ from distillctl.errors import DistillctlError
 from distillctl.interfaces import Module
 
 
+class StopForward(Exception):
+    """Raised by a :class:`HiddenStateTap` with ``stop=True`` once every tapped layer has run (early stop)."""
+
+
 class HiddenStateTap:
     """Forward hooks on the requested layer paths only; outputs land in ``.outputs[path]``.
+
+    With ``stop=True`` the hook that completes the set raises :class:`StopForward`, so nothing after
+    the deepest tapped layer is computed: run the forward inside :meth:`run`, which catches it.
 
     A block whose forward returns a tuple is stored as its first element (the hidden states ``[B, L, D]``).
     Use as a context manager (hooks are removed on exit) or call :meth:`remove`. Outputs are kept as
     produced (with their autograd graph for a student; run the teacher under ``torch.no_grad()``).
     """
 
-    def __init__(self, model: nn.Module, paths: Iterable[str]) -> None:
+    def __init__(self, model: nn.Module, paths: Iterable[str], *, stop: bool = False) -> None:
         self.paths = list(dict.fromkeys(paths))
+        self.stop = stop and bool(self.paths)
         modules = dict(model.named_modules())
         missing = [p for p in self.paths if p not in modules]
         if missing:
@@ -39,8 +47,17 @@ class HiddenStateTap:
     def _hook(self, path: str):
         def hook(module: nn.Module, args: Any, output: Any) -> None:
             self.outputs[path] = output[0] if isinstance(output, (tuple, list)) else output
+            if self.stop and len(self.outputs) == len(self.paths):
+                raise StopForward(path)  # every tapped layer has run: skip the rest of the forward
 
         return hook
+
+    def run(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)``; None when the forward was stopped early (see ``stop``)."""
+        try:
+            return fn(*args)
+        except StopForward:
+            return None
 
     def clear(self) -> None:
         self.outputs.clear()

@@ -40,3 +40,16 @@ def contrastive_kl(student_sim: torch.Tensor, teacher_sim: torch.Tensor, tempera
         )
 
     return (kl(student_sim, teacher_sim) + kl(student_sim.T, teacher_sim.T)) / 2 * temperature**2
+
+
+def embedding_cos_terms(student_out: dict, teacher_out: dict, weight: float) -> dict:
+    """``1 - cos(student, teacher)`` per image / caption embedding present in both outputs (mean over the batch),
+    as ``image_cos`` / ``text_cos``; only where the embed dims match (a shared embedding space)."""
+    import torch.nn.functional as F
+
+    terms = {}
+    for key, term in (("image_features", "image_cos"), ("text_features", "text_cos")):
+        s, t = student_out.get(key), teacher_out.get(key)
+        if weight and s is not None and t is not None and s.shape[-1] == t.shape[-1]:
+            terms[term] = weight * (1.0 - F.cosine_similarity(s.float(), t.float(), dim=-1)).mean()  # [B] -> scalar
+    return terms

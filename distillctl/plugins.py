@@ -20,7 +20,7 @@ import pluggy
 
 from distillctl import hookspecs
 from distillctl.errors import DistillctlError, PluginError, debug_enabled
-from distillctl.registry import Clash, Provenance, Registry, disable_value
+from distillctl.registry import Clash, Provenance, Registry, Shadow, disable_value
 
 ENTRY_POINT_GROUP = "distillctl"
 
@@ -52,6 +52,7 @@ class BrokenPlugin:
     distribution: str
     error: str
     version: str = "?"
+    traceback: str = ""  # the formatted traceback behind ``error`` (``DISTILLCTL_DEBUG=1 distillctl plugins``)
 
     def line(self) -> str:
         return f"plugin {self.name!r} ({self.distribution} {self.version}) is broken: {self.error}"
@@ -73,6 +74,10 @@ class Plugins:
         """Every name two or more plugins registered, all kinds (hook order)."""
         return [clash for reg in self.registries.values() for clash in reg.clashes()]
 
+    def shadowed(self) -> list[Shadow]:
+        """Every plugin registration of a built-in name (the built-in kept it), all kinds (hook order)."""
+        return [shadow for reg in self.registries.values() for shadow in reg.shadowed()]
+
 
 def disabled_plugins() -> set[str]:
     raw = os.environ.get("DISTILLCTL_DISABLE_PLUGINS", "")
@@ -88,6 +93,41 @@ def _version() -> str:
 def _one_line(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}" if not isinstance(exc, DistillctlError) else str(exc)
     return " ".join(text.split())
+
+
+def _broken(name: str, dist: str, version: str, exc: BaseException) -> BrokenPlugin:
+    import traceback
+
+    return BrokenPlugin(name, dist, _one_line(exc), version, "".join(traceback.format_exception(exc)))
+
+
+def _parse_api(value: str) -> tuple[int, int]:
+    major, _, minor = str(value).strip().partition(".")
+    return int(major), int(minor or 0)
+
+
+def api_refusal(obj: Any) -> str | None:
+    """Why a plugin object cannot be loaded because of the plugin API it declares, or None.
+
+    A plugin declares the API it needs with ``DISTILLCTL_PLUGIN_API = "MAJOR.MINOR"`` on its entry-point
+    object (:data:`distillctl.PLUGIN_API`): loaded when MAJOR equals ours and MINOR is not newer.
+    """
+    declared = getattr(obj, "DISTILLCTL_PLUGIN_API", None)
+    if declared is None:
+        return None
+    try:
+        need = _parse_api(declared)
+        have = _parse_api(hookspecs.PLUGIN_API)
+    except ValueError:
+        return (f"DISTILLCTL_PLUGIN_API = {declared!r} is not a version like \"{hookspecs.PLUGIN_API}\"; "
+                "fix the plugin's declaration")
+    here = f"this distillctl {_version()} provides plugin API {hookspecs.PLUGIN_API}"
+    if need[0] > have[0] or (need[0] == have[0] and need[1] > have[1]):
+        return f"requires distillctl plugin API {declared}, {here}: upgrade distillctl (pip install -U distillctl)"
+    if need[0] < have[0]:
+        return (f"was written for distillctl plugin API {declared}, {here} (see the CHANGELOG's \"Breaking (plugin API)\"): "
+                f"upgrade the plugin, or pin the distillctl it was written for")
+    return None
 
 
 def load_plugins(*, include_entry_points: bool = True, extra: tuple[Any, ...] = ()) -> Plugins:
@@ -111,7 +151,7 @@ def load_plugins(*, include_entry_points: bool = True, extra: tuple[Any, ...] = 
             pm.register(mod, name=modname)
             plugins.provenance[modname] = builtin
         except Exception as exc:  # a built-in that fails is reported, never fatal
-            plugins.broken.append(BrokenPlugin(modname, "distillctl", _one_line(exc), builtin.version))
+            plugins.broken.append(_broken(modname, "distillctl", builtin.version, exc))
 
     if include_entry_points:
         for ep in md.entry_points(group=ENTRY_POINT_GROUP):
@@ -128,15 +168,23 @@ def load_plugins(*, include_entry_points: bool = True, extra: tuple[Any, ...] = 
                 continue
             try:
                 obj = ep.load()
+                refusal = api_refusal(obj)
+                if refusal is not None:
+                    plugins.broken.append(BrokenPlugin(ep.name, dist, refusal, ver))
+                    continue
                 pm.register(obj, name=ep.name)
                 plugins.provenance[ep.name] = Provenance(ep.name, dist, ver)
             except Exception as exc:
-                plugins.broken.append(BrokenPlugin(ep.name, dist, _one_line(exc), ver))
+                plugins.broken.append(_broken(ep.name, dist, ver, exc))
 
     for i, obj in enumerate(extra):
         name = getattr(obj, "__name__", None) or f"extra-{i}"
         dist = getattr(obj, "distribution", name)
         if name in blocked or dist in blocked:
+            continue
+        refusal = api_refusal(obj)
+        if refusal is not None:
+            plugins.broken.append(BrokenPlugin(name, dist, refusal, getattr(obj, "version", "0")))
             continue
         pm.register(obj, name=name)
         plugins.provenance[name] = Provenance(name, dist, getattr(obj, "version", "0"))
@@ -168,7 +216,7 @@ def load_plugins(*, include_entry_points: bool = True, extra: tuple[Any, ...] = 
             try:
                 impl.function(register=register)
             except Exception as exc:
-                plugins.broken.append(BrokenPlugin(impl.plugin_name, prov.distribution, _one_line(exc), prov.version))
+                plugins.broken.append(_broken(impl.plugin_name, prov.distribution, prov.version, exc))
     return plugins
 
 
@@ -183,6 +231,9 @@ def get_plugins() -> Plugins:
     return _CACHE
 
 
+_get_plugins_default = get_plugins
+
+
 def reset_plugins(plugins: Plugins | None = None) -> None:
     """Drop (or replace) the cached plugins; tests use it."""
     global _CACHE
@@ -191,6 +242,67 @@ def reset_plugins(plugins: Plugins | None = None) -> None:
 
 def registry(kind: str) -> Registry[Any]:
     return get_plugins().registry(kind)
+
+
+def _top(module: str) -> str:
+    return module.split(".", 1)[0]
+
+
+def plugin_fault(exc: BaseException) -> PluginError | None:
+    """The CLI's last line of defence: an exception that escaped from a plugin's own code, as one
+    :class:`PluginError` line naming the plugin, its distribution and version, or None when no plugin
+    code is on the traceback (then it is distillctl's bug and keeps its traceback).
+
+    Call sites that know the component wrap it with :func:`distillctl.registry.call_plugin` (a better
+    line: ``policy 'greedy' from plugin ... failed in select: ...``); this catches the rest, e.g. a
+    method of a plugin's family called deep inside the engine. The plugin is found from the innermost
+    traceback frame whose module belongs to a loaded third-party plugin: its entry-point module's
+    package, or the module of a factory it registered.
+    """
+    import sys
+    import types
+
+    if _CACHE is None and get_plugins is _get_plugins_default:  # nothing loaded: no plugin code can have run
+        return None
+    try:
+        loaded = get_plugins()
+    except Exception:  # noqa: BLE001 - loading failed already: nothing to attribute
+        return None
+    exact: dict[str, Provenance] = {}
+    for name, obj in loaded.pm.list_name_plugin():
+        prov = loaded.provenance.get(name)
+        if prov is not None and not prov.builtin and obj is not None:
+            exact.setdefault(obj.__name__ if isinstance(obj, types.ModuleType) else type(obj).__module__, prov)
+    for reg in loaded.registries.values():
+        for entry in reg:
+            module = getattr(entry.factory, "__module__", None)
+            if isinstance(module, str) and not entry.provenance.builtin:
+                exact.setdefault(module, entry.provenance)
+    ignored = set(sys.stdlib_module_names) | {"distillctl", "builtins", "__main__"}
+    exact = {m: p for m, p in exact.items() if _top(m) not in ignored}
+    packages: dict[str, Provenance] = {}
+    for module, prov in exact.items():
+        packages.setdefault(_top(module), prov)
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):  # innermost first: the plugin code closest to the failure
+        module = frame.f_globals.get("__name__")
+        if not isinstance(module, str):
+            continue
+        prov = exact.get(module) or packages.get(_top(module))
+        if prov is None:
+            continue
+        where = frame.f_code.co_name
+        where = f" in {where}" if not where.startswith("<") else ""
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        message = " ".join(f"plugin {prov.plugin!r} ({prov}) failed{where}: {detail}".split())
+        fault = PluginError(message, hint="(DISTILLCTL_DEBUG=1 shows the traceback.)")
+        fault.__cause__ = exc
+        return fault
+    return None
 
 
 def call_observers(hook_name: str, **kwargs: Any) -> None:

@@ -25,7 +25,7 @@ import pathlib
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Literal, TypeVar
 
 from distillctl.errors import (
@@ -97,6 +97,18 @@ class Entry(Generic[T]):
                 out[p.name] = p.default
         return out
 
+    def required_options(self, engine: Iterable[str] = ()) -> list[str]:
+        """Keyword parameters without a default, less those the engine passes itself (``engine``):
+        options a user must set (``[policy] threshold = 0.5``)."""
+        try:
+            sig = inspect.signature(self.factory)
+        except (TypeError, ValueError):
+            return []
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        skip = set(engine)
+        return [p.name for p in sig.parameters.values()
+                if p.kind in kinds and p.default is inspect.Parameter.empty and p.name not in skip]
+
     def option_types(self) -> dict[str, Any]:
         """The factory's keyword parameters -> their annotations, resolved where possible.
 
@@ -148,10 +160,14 @@ def plugin_errors(entry: Entry[Any], action: str | None = None, *, name: str | N
     except DistillctlError:
         raise
     except Exception as exc:
-        where = f" in {action}" if action else ""
-        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        message = " ".join(f"{entry.describe(name)} failed{where}: {detail}".split())
-        raise PluginError(message, hint="(DISTILLCTL_DEBUG=1 shows the traceback.)") from exc
+        raise _plugin_error(entry, action, name, exc) from exc
+
+
+def _plugin_error(entry: Entry[Any], action: str | None, name: str | None, exc: BaseException) -> PluginError:
+    where = f" in {action}" if action else ""
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    message = " ".join(f"{entry.describe(name)} failed{where}: {detail}".split())
+    return PluginError(message, hint="(DISTILLCTL_DEBUG=1 shows the traceback.)")
 
 
 def call_plugin(entry: Entry[Any], fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
@@ -168,6 +184,43 @@ def call_plugin(entry: Entry[Any], fn: Callable[..., R], /, *args: Any, **kwargs
         action = None
     with plugin_errors(entry, action):
         return fn(*args, **kwargs)
+
+
+class Guarded:
+    """A plugin's object whose methods run under :func:`plugin_errors`: ``guarded.select(3)`` fails as
+    ``policy 'greedy' from plugin ... failed in select: ...``. Attributes that are not methods pass through.
+    For pure-Python objects called from a command that knows no better place (``simulate``'s policies);
+    each method's wrapper is made once and kept on the instance, so a call costs one ``try`` more
+    (``simulate --suite`` makes millions)."""
+
+    def __init__(self, entry: Entry[Any], obj: Any, name: str | None = None) -> None:
+        object.__setattr__(self, "_entry", entry)
+        object.__setattr__(self, "_obj", obj)
+        object.__setattr__(self, "_name", name)
+
+    def __getattr__(self, attr: str) -> Any:  # only for names not on the instance yet
+        entry, name = self._entry, self._name
+        with plugin_errors(entry, attr, name=name):  # a property of the plugin's object may raise too
+            value = getattr(self._obj, attr)
+        if not callable(value) or attr.startswith("__"):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return value(*args, **kwargs)
+            except DistillctlError:
+                raise
+            except Exception as exc:
+                raise _plugin_error(entry, attr, name, exc) from exc
+
+        object.__setattr__(self, attr, call)  # found directly from now on
+        return call
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        setattr(self._obj, attr, value)
+
+    def __repr__(self) -> str:
+        return f"Guarded({self._obj!r})"
 
 
 # ---------------------------------------------------------------- clashes
@@ -217,6 +270,27 @@ class Clash:
         if third_party:
             return f"{head} Set {disable_value([p.plugin for p in third_party])} to drop it and report the bug to {third_party[0].distribution}."
         return f"{head} This is a bug in distillctl; please report it."
+
+
+@dataclass(frozen=True)
+class Shadow:
+    """A third-party registration of names a built-in already has: the built-in keeps them (for everyone),
+    the plugin's component stays usable under ``alias`` (``PLUGIN/NAME``) when its own name was taken."""
+
+    kind: str
+    names: tuple[str, ...]  # the names / aliases the built-in kept
+    entry: Entry[Any]  # the plugin's registration (without the names it lost)
+    builtin: Entry[Any]
+    alias: str | None  # ``PLUGIN/NAME``: how to ask for the plugin's component; None when only aliases were lost
+
+    def line(self) -> str:
+        what = f"{self.kind} {'names' if len(self.names) > 1 else 'name'} {', '.join(map(repr, self.names))}"
+        head = (f"{what} of plugin {self.entry.provenance.plugin} ({self.entry.provenance}) "
+                f"{'are' if len(self.names) > 1 else 'is'} shadowed by the built-in {self.kind} {self.builtin.name!r}, "
+                "which keeps working.")
+        if self.alias is not None:
+            return f"{head} Use the plugin's as {self.alias!r} (or ask its author to rename it)."
+        return f"{head} The plugin's {self.kind} stays available as {self.entry.name!r}."
 
 
 # ---------------------------------------------------------------- option types
@@ -297,7 +371,10 @@ def _conforms(value: Any, tp: Any) -> bool | None:
                 return False
         return True
     if inspect.isclass(tp):  # some other class: say yes when it is one, else leave it to the factory
-        return True if isinstance(value, tp) else None
+        try:
+            return True if isinstance(value, tp) else None
+        except TypeError:  # a Protocol that is not runtime_checkable, a generic alias ...: nothing to check
+            return None
     return None
 
 
@@ -344,6 +421,7 @@ class Registry(Generic[T]):
     kind: str  # singular, e.g. "policy"
     _entries: list[Entry[T]] = field(default_factory=list)  # every registration, in order
     _keys: dict[str, list[Entry[T]]] = field(default_factory=dict)  # name or alias -> entries claiming it
+    _shadowed: list[Shadow] = field(default_factory=list)  # plugins' registrations of built-in names
 
     def register(
         self,
@@ -355,9 +433,12 @@ class Registry(Generic[T]):
         provenance: Provenance = BUILTIN,
         on_clash: Literal["raise", "record"] = "raise",
     ) -> Entry[T]:
-        """Add ``name`` (and its aliases). A name or alias already claimed is a clash: ``on_clash="raise"``
-        raises :class:`DuplicateComponentError` and registers nothing; ``"record"`` (what the plugin
-        manager uses) keeps both, lists both, and makes only that name fail to resolve."""
+        """Add ``name`` (and its aliases). A built-in's name or alias is never taken over: a plugin's
+        registration of it is *shadowed* (:meth:`shadowed`), the built-in keeps the name and the plugin's
+        component is registered as ``PLUGIN/NAME`` instead. Any other name or alias already claimed is a
+        clash: ``on_clash="raise"`` raises :class:`DuplicateComponentError` and registers nothing;
+        ``"record"`` (what the plugin manager uses) keeps both, lists both, and makes only that name fail
+        to resolve."""
         if not name or not isinstance(name, str):
             raise DuplicateComponentError(f"{self.kind} name must be a non-empty string, got {name!r}")
         if summary is None:
@@ -365,6 +446,15 @@ class Registry(Generic[T]):
             summary = doc.strip().splitlines()[0] if doc.strip() else ""
         entry = Entry(self.kind, name, factory, tuple(aliases), summary, provenance, name.endswith(":"))
         keys = list(dict.fromkeys((name, *entry.aliases)))
+        if not provenance.builtin:  # a built-in name is never taken over: the built-in keeps it for everyone
+            taken = [k for k in keys if any(e.provenance.builtin for e in self._keys.get(k, ()))]
+            if taken:
+                builtin = next(e for e in self._keys[taken[0]] if e.provenance.builtin)
+                alias = f"{provenance.plugin}/{name}" if name in taken else None
+                kept = tuple(a for a in entry.aliases if a not in taken) + ((alias,) if alias else ())
+                entry = replace(entry, aliases=kept)
+                keys = [k for k in keys if k not in taken] + ([alias] if alias else [])
+                self._shadowed.append(Shadow(self.kind, tuple(taken), entry, builtin, alias))
         if on_clash == "raise":
             for key in keys:
                 if key in self._keys:
@@ -373,6 +463,10 @@ class Registry(Generic[T]):
         for key in keys:
             self._keys.setdefault(key, []).append(entry)
         return entry
+
+    def shadowed(self) -> list[Shadow]:
+        """Plugins' registrations of names a built-in has, in registration order (the built-in kept them)."""
+        return list(self._shadowed)
 
     def clashes(self) -> list[Clash]:
         """Every name or alias more than one registration claims, one :class:`Clash` per set of
@@ -394,6 +488,11 @@ class Registry(Generic[T]):
             clash = next(c for c in self.clashes() if key in c.names)
             raise ComponentClashError(f"cannot use {self.kind} {key!r}: {clash.line()}")
         return claimed[0]
+
+    def key_of(self, entry: Entry[T]) -> str:
+        """The name a user types for ``entry``: its own, or ``PLUGIN/NAME`` when a built-in shadows it."""
+        shadow = next((sh for sh in self._shadowed if sh.entry is entry and sh.alias), None)
+        return shadow.alias if shadow is not None and shadow.alias else entry.name
 
     def names(self) -> list[str]:
         return sorted({e.name for e in self._entries})

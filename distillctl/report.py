@@ -49,6 +49,16 @@ def human_params(n: Any) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n:,}"
 
 
+def human_flops(n: Any) -> str:
+    """``6.1e12`` -> ``6.10 TFLOP`` (training compute in tables)."""
+    if not isinstance(n, (int, float)) or isinstance(n, bool) or not math.isfinite(n):
+        return "-"
+    for div, unit in ((1e15, "PFLOP"), (1e12, "TFLOP"), (1e9, "GFLOP"), (1e6, "MFLOP")):
+        if abs(n) >= div:
+            return f"{n / div:.3g} {unit}"
+    return f"{n:,.0f} FLOP"
+
+
 def dig(doc: Any, *keys: Any, default: Any = None) -> Any:
     """``doc[k1][k2]...`` or ``default`` when any level is missing or of the wrong type."""
     for k in keys:
@@ -164,13 +174,14 @@ def markdown(report: dict[str, Any]) -> str:
             f"probe loss: `{sparkline(_probe_totals(report))}` "
             f"({fmt(dig(report, 'initial_probe', 'total'))} → {fmt(dig(report, 'final_probe', 'total'))})",
             "",
-            "| episode | arm | reward | probe loss | train loss | lr |",
-            "|---|---|---|---|---|---|",
+            "| episode | arm | reward | probe loss | train loss | lr | steps | compute | compute s | wall s |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for e in eps:
             lines.append(
                 f"| {e.get('episode', '-')} | {e.get('arm', '-')} | {fmt(e.get('reward'))} | {fmt(e.get('probe_loss'))} | "
-                f"{fmt(dig(e, 'train', 'total'))} | {fmt(e.get('lr'), 3)} |"
+                f"{fmt(dig(e, 'train', 'total'))} | {fmt(e.get('lr'), 3)} | {fmt(e.get('steps'))} | "
+                f"{human_flops(e.get('flops'))} | {fmt(e.get('compute_s'), 3)} | {fmt(e.get('wall_s'), 3)} |"
             )
         lines.append("")
     rows = eval_rows(report)
@@ -191,6 +202,16 @@ def markdown(report: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------- terminal
 
 
+def policy_not_consulted(report: dict[str, Any]) -> str | None:
+    """One line when the run ended without its policy choosing a single arm (every episode a burn-in), else None."""
+    episodes = report.get("episodes") or []
+    if not episodes or not all(e.get("burn_in") for e in episodes):
+        return None
+    name = dig(report, "config", "policy", "name") or "the policy"
+    return (f"policy {name!r} was never consulted: all {len(episodes)} episodes were burn-in (learning-rate warm-up), "
+            "so this run says nothing about it; raise train.episodes, lower train.warmup_steps, or set loss.warmup_rewards=true.")
+
+
 def print_run_summary(report: dict[str, Any], out_dir: Path, quiet: bool = False) -> None:
     """The terminal view of a run: rich tables (arms, probe loss, size, eval), or one line when ``quiet``."""
     from rich.table import Table
@@ -203,6 +224,9 @@ def print_run_summary(report: dict[str, Any], out_dir: Path, quiet: bool = False
     summary = dig(report, "skipped", "summary")
     if report.get("error"):
         con.print(f"[red bold]run error:[/red bold] {report['error']}", highlight=False)
+    unused = policy_not_consulted(report)
+    if unused:
+        con.print(f"warning: {unused}", style="yellow", markup=False, highlight=False)
     if quiet:
         file_bytes = dig(report, "sizes", "student_file_bytes")
         line = f"wrote {out_dir}/student.safetensors"
@@ -407,6 +431,10 @@ def render_run_html(report: dict[str, Any]) -> str:
         body.append(_section("Reward per pull (dots) and the policy's posterior mean ± std (band), per arm", _chart(charts.rewards(arm_names, eps))))
     if eps or report.get("initial_probe"):
         body.append(_section("Held-out probe loss and its terms (dashed: training loss of the episode)", _chart(charts.probe_losses(report.get("initial_probe") or {}, eps))))
+    if any(isinstance(e.get("flops_total"), (int, float)) for e in eps):
+        body.append(_section("Probe loss against training compute, and the time of each episode",
+                             _chart(charts.probe_vs_compute(report.get("initial_probe") or {}, eps)),
+                             _chart(charts.episode_seconds(eps)), _compute_note(report)))
     if report.get("arms"):
         arm_rows = [[a.get("arm"), fmt(a.get("pulls")), fmt(a.get("mean_reward"))] for a in report["arms"]]
         body.append(_section("Pull counts per arm", _chart(charts.pull_counts(report["arms"])),
@@ -434,9 +462,11 @@ def render_run_html(report: dict[str, Any]) -> str:
         body.append('<div class="grid2">' + "\n".join(tables[i:i + 2]) + "</div>" if i + 1 < len(tables) else tables[i])
     if eps:
         ep_rows = [[e.get("episode", "-"), e.get("arm", "-"), fmt(e.get("reward")), fmt(e.get("probe_loss")),
-                    fmt(dig(e, "train", "total")), fmt(e.get("lr"), 3), fmt(e.get("step"))] for e in eps]
+                    fmt(dig(e, "train", "total")), fmt(e.get("lr"), 3), fmt(e.get("step")), human_flops(e.get("flops")),
+                    fmt(e.get("compute_s"), 3), fmt(e.get("wall_s"), 3)] for e in eps]
         body.append(_section("Episodes", '<div class="scroll">' + _table(
-            ["episode", "arm", "reward", "probe loss", "train loss", "lr", "step"], ep_rows, left=(1,)) + "</div>"))
+            ["episode", "arm", "reward", "probe loss", "train loss", "lr", "step", "compute", "compute s", "wall s"],
+            ep_rows, left=(1,)) + "</div>"))
     cfg = report.get("config")
     if cfg:
         body.append('<section><details><summary>Resolved config and environment</summary>'
@@ -445,11 +475,30 @@ def render_run_html(report: dict[str, Any]) -> str:
     return _page(f"distillctl report: {title}", body)
 
 
+def _compute_note(report: dict[str, Any]) -> str | None:
+    c = report.get("compute") or {}
+    if not c:
+        return None
+    per_arm = ", ".join(f"{a} {human_flops(f)}" for a, f in (c.get("step_flops") or {}).items())
+    budget = (f"budget {human_flops(c.get('budget_flops'))} of training compute" if c.get("budget") == "flops"
+              else "budget in steps")
+    return (f'<p class="meta">FLOPs per step ({_e(c.get("forward", "full"))} forward): {_e(per_arm)}; all modules, full '
+            f'forward: {_e(human_flops(c.get("full_step_flops")))}. Spent {_e(human_flops(c.get("spent_flops")))} '
+            f'({_e(budget)}); probe evaluations {_e(human_flops(c.get("probe_flops_total")))} more. Counted by '
+            "torch.utils.flop_counter (matrix products, convolutions, attention; forward and backward).</p>")
+
+
 def _pm(pair: Any, digits: int = 4) -> str:
     if not isinstance(pair, (list, tuple)) or not pair or not isinstance(pair[0], (int, float)):
         return "-"
     s = pair[1] if len(pair) > 1 and isinstance(pair[1], (int, float)) else None
     return f"{pair[0]:.{digits}g}" + (f" ± {s:.2g}" if s is not None else "")
+
+
+def _flops_pm(pair: Any) -> str:
+    if not isinstance(pair, (list, tuple)) or not pair or not isinstance(pair[0], (int, float)):
+        return "-"
+    return human_flops(pair[0]) + (f" ± {human_flops(pair[1])}" if len(pair) > 1 and pair[1] else "")
 
 
 def render_compare_html(summary: dict[str, Any]) -> str:
@@ -467,13 +516,16 @@ def render_compare_html(summary: dict[str, Any]) -> str:
     body += _error_box(summary)
     if rows:
         body.append(_section("Probe loss", _chart(charts.compare_bars(rows, target)),
-                             _chart(charts.compare_curves(rows, target))))
+                             _chart(charts.compare_curves(rows, target)),
+                             _chart(charts.compare_curves(rows, target, x="flops"))))
         body.append(_section("Evaluation", _chart(charts.compare_metrics(rows))))
         body.append(_section("Pulls", _chart(charts.compare_pulls(rows))))
         metrics = sorted({k for r in rows for k in (r.get("eval") or {})})
-        head = ["run", "policy", "seeds", "final probe loss", f"steps to {fmt(target)}", "reached", *metrics, "pulls"]
+        head = ["run", "policy", "seeds", "final probe loss", f"steps to {fmt(target)}", f"compute to {fmt(target)}",
+                "reached", "training compute", *metrics, "pulls"]
         table_rows = [[r.get("label", "-"), r.get("policy", "-"), r.get("seeds", "-"), _pm(r.get("final_probe")),
-                       _pm(r.get("steps_to_target")), r.get("reached", "-"),
+                       _pm(r.get("steps_to_target")), _flops_pm(r.get("compute_to_target")), r.get("reached", "-"),
+                       _flops_pm(r.get("flops")),
                        *(_pm((r.get("eval") or {}).get(k), 3) for k in metrics),
                        ", ".join(f"{a}:{n}" for a, n in (r.get("pulls") or {}).items())] for r in rows]
         body.append(_section("Table", _table(head, table_rows, left=(0, 1, len(head) - 1))))

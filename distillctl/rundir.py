@@ -20,7 +20,9 @@ What a folder holds (``classify``):
 
 Ownership: ``session()`` takes ``fcntl.flock`` on ``OUT/.distillctl.lock`` (non-blocking). A second
 run on the same folder is refused in one line naming the holder's pid; the OS drops the lock when
-its process dies, so a crash (even SIGKILL) never leaves the folder stuck.
+its process dies, so a crash (even SIGKILL) never leaves the folder stuck, and the lock file such a
+crash leaves behind is removed by the next ``preflight`` (a refused run leaves the folder as the user
+had it: no lock file).
 
 Cleanup rule (DESIGN section 8): a failure before :meth:`RunDir.mark_exported` removes what this run
 created -- the whole folder if it did not exist before, else only the files it wrote -- but keeps
@@ -82,7 +84,8 @@ class RunDir:
 
     # ------------------------------------------------------------------ preflight
     def preflight(self) -> None:
-        """Fail now, in one line, if this run cannot use ``out``. Changes nothing on disk."""
+        """Fail now, in one line, if this run cannot use ``out``. Changes nothing on disk but removing a stale
+        ``.distillctl.lock`` (one no process holds: a killed run's)."""
         out = self.out
         # 1. the path: a folder, or creatable below its nearest existing ancestor
         anc = out
@@ -113,8 +116,10 @@ class RunDir:
         if free is not None and free < self.min_free_bytes:
             raise RunDirError(f"--out {out}: only {free / 2**20:.0f} MiB free on its disk "
                               f"(need at least {self.min_free_bytes / 2**20:.0f} MiB); free space or choose another --out.")
-        # 4. another run owns the folder (a shared lock probe; creates nothing)
-        holder = _lock_holder(out / LOCK_NAME)
+        # 4. another run owns the folder (a lock probe; creates nothing). A lock file nobody holds was left by
+        # a killed run: it is ours, not the user's, so it goes (a refused run then leaves the folder as the
+        # user had it, and an accepted one creates it again)
+        holder = _lock_holder(out / LOCK_NAME, remove_stale=True)
         if holder is not None:
             raise RunDirError(_in_use(out, holder))
         # 5. what the folder holds, and whether this command may use it
@@ -315,8 +320,12 @@ def _in_use(out: Path, holder: str) -> str:
     return f"--out {out} is in use by another distillctl run ({who}); wait for it to end or choose another --out."
 
 
-def _lock_holder(path: Path) -> str | None:
-    """The pid (or "") of the process that holds ``path`` locked, None when nobody does."""
+def _lock_holder(path: Path, *, remove_stale: bool = False) -> str | None:
+    """The pid (or "") of the process that holds ``path`` locked, None when nobody does.
+
+    ``remove_stale``: a lock file nobody holds is removed, under an exclusive lock and only if it is still
+    the file at ``path`` (the same inode check :meth:`RunDir._lock` makes, so a run starting meanwhile
+    locks a fresh file)."""
     import fcntl
 
     try:
@@ -324,11 +333,15 @@ def _lock_holder(path: Path) -> str | None:
     except OSError:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_EX if remove_stale else fcntl.LOCK_SH) | fcntl.LOCK_NB)
     except OSError:
         holder = _read_pid(fd)
         os.close(fd)
         return holder
+    if remove_stale:
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                path.unlink()  # while locked, like the holder does as it finishes
     fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)
     return None

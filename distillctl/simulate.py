@@ -151,30 +151,45 @@ def resolve_policy(spec: str) -> tuple[Callable[..., Any], dict[str, Any]]:
 
     Names resolve through the policy registry, so aliases (``random``) and prefix entries
     (``name:variant``, whose factory also receives ``variant=``) work like in ``distill``. An unknown
-    name or option is one :class:`~distillctl.errors.DistillctlError` line, raised here (not mid-run).
+    name or option, a value of the wrong type for the factory's annotation, a missing required option
+    and a factory that raises are one :class:`~distillctl.errors.DistillctlError` line, raised here (not
+    mid-run); a plugin's failure names the plugin and its version. The policies the returned factory
+    builds run every method under :func:`distillctl.registry.plugin_errors`.
     """
     from distillctl.plugins import registry
     from distillctl.policies import parse_policy_spec
+    from distillctl.registry import Guarded, plugin_errors
 
     name, options = parse_policy_spec(spec)
     found = registry("policy").resolve(name)
     assert found is not None
     entry, variant = found
+    label = entry.describe(spec.strip())  # "policy 'x[k=v]' from plugin dist 1.0" / "policy 'optima' (built-in)"
+    engine = {"arms", "seed", "variant"}
     known = entry.options()
     if known is not None:
-        bad = sorted(set(options) - (set(known) - {"arms", "seed", "variant"}))
+        bad = sorted(set(options) - (set(known) - engine))
         if bad:
-            valid = ", ".join(k for k in known if k not in ("arms", "seed", "variant")) or "(none)"
-            raise DistillctlError(f"policy {spec.strip()!r}: unknown option {', '.join(map(repr, bad))} (valid: {valid}).")
-    factory: Callable[..., Any] = entry.factory
-    if variant is not None:
-        def factory(**kwargs: Any) -> Any:
-            return entry.factory(variant=variant, **kwargs)
+            valid = ", ".join(k for k in known if k not in engine) or "(none)"
+            raise DistillctlError(f"{label}: unknown option {', '.join(map(repr, bad))} (valid: {valid}).")
+    problems = [f"{k}: {wrong}" for k, v in options.items() if (wrong := entry.check_option(k, v)) is not None]
+    missing = [k for k in entry.required_options(engine) if k not in options]
+    if missing:
+        problems.append(f"required option {', '.join(map(repr, missing))} missing (e.g. {name}[{missing[0]}=VALUE])")
+    if problems:
+        raise DistillctlError(f"{label}: {'; '.join(problems)}.")
+
+    def factory(**kwargs: Any) -> Any:
+        extra = {"variant": variant} if variant is not None else {}
+        with plugin_errors(entry, name=name):
+            policy = entry.factory(**extra, **kwargs)
+        # a third-party policy's methods fail as one line naming the plugin; a built-in's failure is our bug
+        return policy if entry.provenance.builtin else Guarded(entry, policy, name=name)
 
     try:  # bad option values fail here, in one line, not in the middle of a run
         factory(arms=[(f"arm{i}",) for i in range(8)], seed=0, **options)  # arms as simulate names them
     except ConfigError as exc:
-        raise DistillctlError(f"policy {spec.strip()!r}: {'; '.join(exc.problems)}.") from None
+        raise DistillctlError(f"{label}: {'; '.join(exc.problems)}.") from None
     return factory, options
 
 

@@ -27,13 +27,15 @@ imports torch when the module is imported; the checks import it when they run.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import inspect
 import json
 import math
 import pickle
 import random
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,8 +51,10 @@ __all__ = [
     "check_dataset",
     "check_evaluator",
     "check_family",
+    "check_plugin",
     "check_policy",
     "check_triple",
+    "registered",
     "run_tiny_distill",
     "tiny_batch",
     "tiny_coco",
@@ -60,6 +64,31 @@ __all__ = [
 ]
 
 ARMS: list[tuple[str, ...]] = [("vision",), ("text",), ("multimodal",), ("vision", "text")]
+
+
+@contextlib.contextmanager
+def registered(*plugin_objects: Any, include_entry_points: bool = False) -> Iterator[Any]:
+    """Make the built-ins plus ``plugin_objects`` (your plugin module) the process-wide plugins for the
+    block, then restore what was there; yields the loaded ``Plugins``. Whatever else is installed is left
+    out unless ``include_entry_points``, so your tests cannot depend on it::
+
+        import my_plugin
+        with testing.registered(my_plugin):
+            testing.run_tiny_distill(tmp_path / "run", teacher="mine", student="mine-half")
+
+    A plugin that fails to load here fails the test, naming it (not a broken-plugin line to overlook).
+    """
+    from distillctl import plugins
+
+    previous = plugins._CACHE
+    loaded = plugins.load_plugins(include_entry_points=include_entry_points, extra=plugin_objects)
+    if loaded.broken:
+        raise AssertionError("; ".join(b.line() for b in loaded.broken))
+    plugins.reset_plugins(loaded)
+    try:
+        yield loaded
+    finally:
+        plugins.reset_plugins(previous)
 
 
 def _fail(what: str, message: str) -> AssertionError:
@@ -366,6 +395,46 @@ def _tokens(h: torch.Tensor) -> torch.Tensor:
     return h.flatten(2).transpose(1, 2) if h.ndim == 4 else h
 
 
+def _check_step_plans(family: Any, what: str, model: Any, inputs: Any, modules: list[Any], full_hidden: dict[str, Any],
+                      temperature: float, teacher_out: Any) -> dict[str, Any]:
+    """``step_plan`` (optional): each arm's plan reproduces the full forward's hidden states on its layers."""
+    import torch
+
+    from distillctl.interfaces import StepPlan
+    from distillctl.layerwise import HiddenStateTap
+
+    plan_of = getattr(family, "step_plan", None)
+    if plan_of is None or not modules:
+        return {}
+    names = [m.name for m in modules]
+    arms = [(n,) for n in names] + ([tuple(names)] if len(names) > 1 else [])
+    out: dict[str, Any] = {}
+    for arm in arms:
+        plan = plan_of(arm)
+        label = "+".join(arm)
+        if plan is None:
+            out[label] = None
+            continue
+        _check(isinstance(plan, StepPlan), what, f"step_plan({arm!r}) must return a StepPlan or None, got {type(plan).__name__}")
+        _check(callable(plan.forward) and isinstance(plan.parts, tuple), what,
+               f"step_plan({arm!r}): a StepPlan needs a callable forward and a tuple of parts")
+        paths = [s.layer(i) for m in modules if m.name in arm for s in m.stacks for i in range(s.depth)]
+        with HiddenStateTap(model, paths, stop=not plan.terms) as tap:  # with gradients: the terms must carry them
+            outputs = tap.run(plan.forward, model, inputs)
+        missing = [p for p in paths if p not in tap.outputs]
+        _check(not missing, what, f"step_plan({arm!r}).forward did not run layers {missing[:3]} of its arm")
+        for p in paths:
+            a, b = _tokens(tap.outputs[p].detach()), _tokens(full_hidden[p].detach())
+            _check(a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5), what,
+                   f"step_plan({arm!r}).forward gives other hidden states at {p} than the full forward")
+        if plan.terms:
+            _tensor_dict(what, f"task_loss() of step_plan({arm!r}) outputs", family.task_loss(outputs, inputs))
+            _tensor_dict(what, f"kd_terms() of step_plan({arm!r}) outputs",
+                         family.kd_terms(outputs, teacher_out, inputs, temperature=temperature))
+        out[label] = list(plan.parts)
+    return out
+
+
 def check_family(
     family: Any,
     bundle: Teacher,
@@ -387,8 +456,13 @@ def check_family(
     family, and the teacher's splitter) whose forward is identical; ``build(model_config)`` makes a model with the same state-dict keys and shapes;
     the optional methods (``with_depths``, ``encode_image`` / ``encode_text``, ``dummy_inputs``) behave when
     present; ``evaluators`` are registered evaluator names (``registered_evaluators=False`` skips that, for a
-    family tested without the plugin that brings its evaluators). Returns ``{"inputs", "outputs", "loaded",
-    "masks"}`` (``masks``: module -> the layer paths its position mask was checked against).
+    family tested without the plugin that brings its evaluators). With ``splitter`` and a ``step_plan``
+    method (module-local steps), every single-module arm's and the all-modules arm's plan is None or a
+    :class:`~distillctl.interfaces.StepPlan` whose forward gives exactly the full forward's hidden states on
+    that arm's layers (stopped early after the last of them when ``terms`` is False) and, when ``terms`` is
+    True, task and KD terms from its outputs. Returns ``{"inputs", "outputs", "loaded", "masks", "plans"}``
+    (``masks``: module -> the layer paths its position mask was checked against; ``plans``: arm -> the parts
+    its plan runs, None for a full step).
     """
     import torch
 
@@ -439,6 +513,7 @@ def check_family(
             _check(tuple(mask.shape) == tuple(shape), what,
                    f"position_mask({m.name!r}) is {list(mask.shape)} but layer {p} outputs [B, L] = {list(shape)}")
         mask_checks[m.name] = list(layer_lengths)
+    plans = _check_step_plans(family, what, student, inputs, modules, tap.outputs, temperature, teacher_out)
 
     # export -> load: the reloaded bundle computes exactly what the exported model computes
     with tempfile.TemporaryDirectory() as scratch:
@@ -495,7 +570,7 @@ def check_family(
         with torch.no_grad():
             out = family.forward(model, dummy)
         _check(isinstance(out, dict), what, "forward(dummy_inputs(...)) must return a dict")
-    return {"inputs": inputs, "outputs": teacher_out, "loaded": loaded, "masks": mask_checks}
+    return {"inputs": inputs, "outputs": teacher_out, "loaded": loaded, "masks": mask_checks, "plans": plans}
 
 
 def _check_registered(kind: str, names: Iterable[str], what: str) -> None:
@@ -529,7 +604,8 @@ def check_triple(
     """A teacher / student / splitter triple against the layer contract; returns the built parts.
 
     Factories are callables or registered names. Checks: the teacher is a bundle in eval mode with no
-    trainable parameter, naming a registered family and splitter; the student is a
+    trainable parameter, naming a registered family and splitter (the ones the factory declares as
+    ``factory.family`` / ``factory.splitter``, if it does); the student is a
     :class:`~distillctl.interfaces.Student` with fewer parameters; ``check_compatible`` passes; both
     models split into the same module names; every layer path exists; hooked outputs are ``[B, L, D]``
     or ``[B, D, H, W]``; paired layers (``layer_map``) have the same ``L``; masks (if the family gives
@@ -550,6 +626,12 @@ def check_triple(
     _check(not any(p.requires_grad for p in teacher.model.parameters()), what, "the teacher must be frozen (requires_grad_(False))")
     _check(teacher.family in registry("family"), what, f"names family {teacher.family!r}, which nobody registered")
     _check(teacher.splitter in registry("splitter"), what, f"names splitter {teacher.splitter!r}, which nobody registered")
+    declaring = teacher_factory if not isinstance(teacher_factory, str) else registry("teacher").get(teacher_factory).factory
+    for attr in ("family", "splitter"):  # optional declarations (factory.family = "..."): `presets validate` trusts them
+        declared = getattr(declaring, attr, None)
+        if isinstance(declared, str):
+            _check(declared == getattr(teacher, attr), what,
+                   f"the factory declares {attr} = {declared!r} but its bundle names {getattr(teacher, attr)!r}")
     family = family if family is not None else registry("family").create(teacher.family)
     splitter = _make(splitter_factory, "splitter", **(splitter_options or {}))
     s_what = _label(splitter_factory if not isinstance(splitter_factory, str) else splitter, "splitter")
@@ -620,7 +702,8 @@ def check_evaluator(
 ) -> dict[str, float]:
     """An evaluator against the :class:`~distillctl.interfaces.Evaluator` contract; returns its metrics.
 
-    ``factory(**options)`` builds it; ``name`` is a string; ``applies_to(family)`` (if defined) is a
+    ``factory(**options)`` builds it; ``name`` is a string; ``evaluate`` can be called as
+    ``evaluate(bundle, ctx)`` (not 0.1's signature); ``applies_to(family)`` (if defined) is a
     bool and True here; ``evaluate(bundle, ctx)`` returns a flat ``{str: finite number}``, non-empty unless
     the evaluator scores pairs only, and leaves the model's train/eval mode as it was; with ``teacher``,
     ``evaluate_pair`` (if defined) returns such a dict too.
@@ -630,6 +713,12 @@ def check_evaluator(
     evaluator = _make(factory, "evaluator", **options)
     what = _label(evaluator, "evaluator")
     _check(isinstance(getattr(evaluator, "name", None), str) and evaluator.name, what, "must have a non-empty str .name")
+    _check(callable(getattr(evaluator, "evaluate", None)), what, "must have an evaluate(bundle, ctx) method")
+    sig = inspect.signature(evaluator.evaluate)
+    try:  # what distillctl checks before it runs an evaluator (0.1's evaluate(model, tokenizer, ...) is refused)
+        sig.bind(object(), object())
+    except TypeError:
+        raise _fail(what, f"evaluate{sig} cannot be called as evaluate(bundle, ctx) (the plugin API since 0.2.0)") from None
     if hasattr(evaluator, "applies_to"):
         applies = evaluator.applies_to(family)
         _check(isinstance(applies, bool), what, f"applies_to() must return a bool, got {applies!r}")
@@ -666,6 +755,21 @@ TINY_DISTILL_OVERRIDES: dict[str, dict[str, Any]] = {
 }
 
 
+def check_plugin(*plugin_objects: Any) -> Any:
+    """Your plugin module(s) load next to the built-ins as users will see them: not broken (an import or
+    hook that raises, a ``DISTILLCTL_PLUGIN_API`` this distillctl refuses), no name clashing with another
+    registration, no name shadowed by a built-in (its component would only answer to ``PLUGIN/NAME``).
+    Returns the loaded ``Plugins``."""
+    from distillctl import plugins
+
+    loaded = plugins.load_plugins(include_entry_points=False, extra=plugin_objects)
+    problems = [b.line() for b in loaded.broken] + [c.line() for c in loaded.clashes()]
+    problems += [sh.line() for sh in loaded.shadowed()]
+    if problems:
+        raise AssertionError("; ".join(problems))
+    return loaded
+
+
 def run_tiny_distill(
     out: str | Path,
     *,
@@ -678,8 +782,8 @@ def run_tiny_distill(
 ) -> dict[str, Any]:
     """Run the real engine (2 episodes of 2 steps, batch 8, CPU) into ``out``; returns ``report.json``'s dict.
 
-    Components are registered names (register yours first, e.g. with the test suite's ``use_plugins``
-    fixture or by installing the package); ``config`` is merged over the tiny defaults
+    Components are registered names: install your package (its entry point registers them), or run this
+    inside ``with testing.registered(your_plugin_module):``; ``config`` is merged over the tiny defaults
     (``{"student": {"ratio": 0.5}}``) and ``overrides`` are ``--set`` strings (``"eval.samples=8"``).
     Checks that the run wrote ``student.safetensors``, ``report.json`` and ``run.toml``, that the report
     holds one record per episode with a finite probe loss, that the teacher stayed frozen and in eval

@@ -102,9 +102,12 @@ def test_plugins_json(cli: Any, use_plugins: Any, plugin: Any) -> None:
                 "distribution": "distillctl-policy-greedy",
                 "version": "0.3.1",
                 "clash": False,
+                "shadowed": False,
+                "use_as": "greedy",
             }
         ],
         "clashes": [],
+        "shadowed": [],
         "broken": [],
     }
 
@@ -117,7 +120,7 @@ def test_plugins_lists_broken_plugin_and_keeps_the_rest(cli: Any, use_plugins: A
     result = cli("plugins")
     assert result.exit_code == 0  # a diagnostic command: broken plugins are listed, not fatal
     assert "greedy" in result.stdout
-    assert "broken plugin 'bad_plugin' (distillctl-bad 0.0.1): RuntimeError: boom: cannot find my weights" in result.stdout
+    assert "plugin 'bad_plugin' (distillctl-bad 0.0.1) is broken: RuntimeError: boom: cannot find my weights" in result.stdout
 
     doc = json.loads(cli("plugins", "--json").stdout)
     assert doc["broken"] == [

@@ -62,13 +62,27 @@ def test_uncached_tag_fails_fast_with_one_line(monkeypatch, tmp_path: Path, offl
 
 
 def test_uncached_tag_without_offline_flag_real_probe(monkeypatch, tmp_path: Path) -> None:
-    """No HF_HUB_OFFLINE, default endpoint: the socket probe (not open_clip's ~47 s retries) decides."""
+    """No HF_HUB_OFFLINE, default endpoint: the real socket probe (not open_clip's ~47 s retries) decides.
+
+    Whether this machine can reach the hub must not decide whether the test runs (it used to skip where
+    the hub was reachable): the probe goes through an HTTPS proxy on a local port where nothing listens,
+    so it fails at once everywhere; and a local listener shows the same probe saying yes."""
+    import socket
+
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)  # the default endpoint
+    monkeypatch.delenv("https_proxy", raising=False)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    if W.hub_reachable():
-        pytest.skip("the hub is reachable from here")
+    with socket.socket() as s:  # a free local port, closed again: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+    assert not W.hub_reachable()
     with pytest.raises(WeightsError, match="unreachable"):  # how fast: tests/benchmarks/bench_fail_fast.py
         _teacher("coca-large", weights="mscoco_finetuned_laion2b_s13b_b90k")
+    with socket.create_server(("127.0.0.1", 0)) as server:  # a reachable "hub": the probe says so
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert W.hub_reachable()
 
 
 def test_unknown_tag_missing_file_and_no_default(tmp_path: Path, tiny_json: Path) -> None:

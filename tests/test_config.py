@@ -182,7 +182,9 @@ def test_numbers_are_range_checked(key: str, value: float, message: str) -> None
     section, name = key.split(".")
     with pytest.raises(ConfigError) as info:
         config.validate({**NAMES, section: {**NAMES.get(section, {}), name: value}}, check_components=False)
-    assert info.value.problems == [f"{key}: {message}"] or info.value.problems[0].startswith(f"{key}: {message}")
+    problems = info.value.problems
+    assert len(problems) == 1, problems  # exactly this problem: nothing else about the config is wrong
+    assert problems[0].startswith(f"{key}: {message}"), problems
 
 
 def test_every_range_problem_at_once() -> None:

@@ -38,12 +38,33 @@ def test_builtins_load_cleanly() -> None:
         assert loaded.pm.has_plugin(modname)
 
 
-def test_every_hookspec_is_documented() -> None:
-    specs = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "distillctl_spec")]
+def _guide_hook_rows() -> dict[str, tuple[list[str], list[str]]]:
+    """The hook tables of plugins/README.md section 2: hook name -> (its documented arguments, the other cells)."""
+    import re
+    from pathlib import Path
+
+    guide = (Path(__file__).resolve().parents[1] / "plugins" / "README.md").read_text()
+    section = guide[guide.index("## 2. The hooks"): guide.index("## 3. The contracts")]
+    rows = {}
+    for line in section.splitlines():
+        m = re.match(r"\|\s*`(\w+)\(([^)]*)\)`\s*\|(.*)\|\s*$", line)
+        if m:
+            args = [a.strip() for a in m.group(2).split(",") if a.strip()]
+            rows[m.group(1)] = (args, [c.strip() for c in m.group(3).split("|")])
+    return rows
+
+
+def test_every_hookspec_is_documented_in_the_guide() -> None:
+    """Every hook has a row in the guide's hook tables, with the hookspec's own arguments and every cell
+    filled in, and the tables document no hook that does not exist (datasette's docs meta-test)."""
+    specs = {name: fn for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(fn, "distillctl_spec")}
     assert set(plugins.KINDS) <= set(specs)
-    for name in specs:
-        doc = inspect.getdoc(getattr(hookspecs, name)) or ""
-        assert len(doc.split()) >= 5, f"hookspec {name} needs a docstring"
+    rows = _guide_hook_rows()
+    assert set(rows) == set(specs), (sorted(set(specs) - set(rows)), sorted(set(rows) - set(specs)))
+    for name, (args, cells) in rows.items():
+        assert args == list(inspect.signature(specs[name]).parameters), (name, args)
+        assert cells and all(cells), f"{name}: an empty cell in the guide's hook table"
+        assert (inspect.getdoc(specs[name]) or "").strip(), f"hookspec {name} has no docstring"
 
 
 def test_hook_that_raises_is_reported_and_others_still_register(plugin: Any) -> None:
@@ -118,18 +139,53 @@ def test_clash_hint_is_the_exact_value_and_it_resolves(plugin: Any, monkeypatch:
     assert loaded.registry("policy").get("greedy").provenance.plugin == "plugin_a"
 
 
-def test_clash_with_a_builtin_offers_only_blocking_the_third_party(plugin: Any) -> None:
+def test_a_builtin_name_is_never_taken_over(plugin: Any) -> None:
     def registers_uniform(register: Any) -> None:
-        register("uniform", fake_policy)
+        register("uniform", fake_policy, aliases=("random", "rnd"))
 
     c = plugin("plugin_c", distribution="distillctl-c", version="3.0", register_policies=registers_uniform)
     loaded = plugins.load_plugins(include_entry_points=False, extra=(c,))
-    with pytest.raises(ComponentClashError) as info:
-        loaded.registry("policy").get("uniform")
-    msg = str(info.value)
-    assert "registered by distillctl " in msg and "(built-in) and by plugin_c (distillctl-c 3.0)." in msg
-    assert msg.endswith("Set DISTILLCTL_DISABLE_PLUGINS=plugin_c to keep the built-in.")  # never "block all built-ins"
-    assert loaded.registry("policy").get("random").provenance.distribution == "distillctl"  # the alias is not contested
+    policies = loaded.registry("policy")
+    # the built-in keeps its name and alias, for everyone, without blocking anything
+    assert policies.get("uniform").provenance.distribution == "distillctl"
+    assert policies.get("random").provenance.distribution == "distillctl"
+    assert loaded.clashes() == []
+    # the plugin's component is shadowed, usable under PLUGIN/NAME, and keeps the alias nobody else has
+    ours = policies.get("plugin_c/uniform")
+    assert ours.provenance.distribution == "distillctl-c" and ours.factory is fake_policy
+    assert policies.get("rnd") is ours
+    assert policies.create("plugin_c/uniform", arms=[("a",)], seed=0) == ("policy", 8)
+    [shadow] = loaded.shadowed()
+    assert shadow.alias == "plugin_c/uniform" and shadow.names == ("uniform", "random")
+    assert shadow.line() == (
+        "policy names 'uniform', 'random' of plugin plugin_c (distillctl-c 3.0) are shadowed by the built-in policy "
+        "'uniform', which keeps working. Use the plugin's as 'plugin_c/uniform' (or ask its author to rename it).")
+
+
+def test_plugins_command_reports_a_shadowed_component(plugin: Any, use_plugins: Any) -> None:
+    def old_splitter() -> str:
+        """A 0.1 plugin's splitter called clip."""
+        return "splitter"
+
+    def registers_clip(register: Any) -> None:
+        register("clip", old_splitter)
+
+    use_plugins(plugin("old_clip", distribution="distillctl-old-clip", version="0.9", register_splitters=registers_clip))
+    result = CliRunner().invoke(app, ["plugins"])
+    assert result.exit_code == 0
+    assert "shadowed: splitter name 'clip' of plugin old_clip (distillctl-old-clip 0.9) is shadowed by the built-in " \
+           "splitter 'clip', which keeps working. Use the plugin's as 'old_clip/clip'" in result.stdout
+    doc = json.loads(CliRunner().invoke(app, ["plugins", "--json"]).stdout)
+    assert doc["clashes"] == []
+    [shadow] = doc["shadowed"]
+    assert shadow["use_as"] == "old_clip/clip" and shadow["distribution"] == "distillctl-old-clip"
+    [ours] = [c for c in doc["components"] if c["distribution"] == "distillctl-old-clip"]
+    assert ours["shadowed"] and ours["use_as"] == "old_clip/clip"
+    # the shadowed component is usable by its alias, the built-in by its name
+    from distillctl import config
+
+    cfg = config.validate({"teacher": {"name": "quickstart"}, "splitter": {"name": "old_clip/clip"}})
+    assert cfg["splitter"]["name"] == "old_clip/clip"
 
 
 def test_plugin_registering_one_name_twice_is_a_clash_too(plugin: Any) -> None:

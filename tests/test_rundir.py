@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -199,3 +200,60 @@ def test_lock_is_released_quickly(tmp_path: Path) -> None:
             (out / "report.json").write_text("{}")
         (out / "report.json").unlink()
     assert time.perf_counter() - t0 < 30  # generous: only catches a lock that waits
+
+
+# ----------------------------------------------------------------------------- refused runs change nothing
+def _snapshot(out: Path) -> dict[str, bytes | None]:
+    """Every path under ``out`` (hidden ones included), with the bytes of the files."""
+    return {str(p.relative_to(out)): (p.read_bytes() if p.is_file() else None) for p in sorted(out.rglob("*"))}
+
+
+def _killed_run_folder(out: Path, *, checkpointed: bool) -> None:
+    """What a SIGKILLed run leaves: run.toml, perhaps a checkpoint, and its lock file (nobody holds it)."""
+    out.mkdir(parents=True)
+    (out / "run.toml").write_text("[teacher]\nname = 'quickstart'\n")
+    (out / LOCK_NAME).write_text("12345\n")
+    if checkpointed:
+        _ckpt(out)
+
+
+def test_stale_lock_of_a_killed_run_is_removed_by_preflight(tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    _killed_run_folder(out, checkpointed=True)
+    RunDir(out, resume=True).preflight()
+    assert not (out / LOCK_NAME).exists()
+    assert sorted(_tree(out)) == ["checkpoints/last.pt", "run.toml"]
+
+
+@pytest.mark.parametrize(
+    ("prepare", "args", "message"),
+    [
+        (lambda out: _killed_run_folder(out, checkpointed=False), ["--resume"], "nothing to resume"),
+        (lambda out: (out.mkdir(), (out / "report.json").write_text("{}")), ["--resume"], "holds a finished run"),
+        (lambda out: (out.mkdir(), (out / "report.json").write_text("{}"), (out / LOCK_NAME).write_text("")),
+         ["--preset", "smoke"], "already holds a run"),
+        (lambda out: _killed_run_folder(out, checkpointed=True), ["--preset", "smoke"], "holds an unfinished run"),
+    ],
+)
+def test_a_refused_run_leaves_the_folder_as_the_user_had_it(tmp_path: Path, prepare: Any, args: list[str],
+                                                           message: str) -> None:
+    from typer.testing import CliRunner
+
+    from distillctl.cli import app
+
+    out = tmp_path / "o"
+    prepare(out)
+    before = {k: v for k, v in _snapshot(out).items() if k != LOCK_NAME}  # a killed run's lock file is not the user's
+    result = CliRunner().invoke(app, ["distill", *args, "--out", str(out)])
+    assert result.exit_code != 0 and message in result.stderr, result.output
+    assert _snapshot(out) == before  # nothing added (no lock file), nothing removed, nothing changed
+
+
+def test_a_run_refused_inside_its_session_leaves_the_folder_as_it_was(tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    _killed_run_folder(out, checkpointed=True)
+    (out / LOCK_NAME).unlink()
+    before = _snapshot(out)
+    with pytest.raises(RunDirError, match="refused"), RunDir(out, resume=True).session():
+        raise RunDirError("refused: the checkpoint belongs to another configuration")  # what restore_or_start raises
+    assert _snapshot(out) == before

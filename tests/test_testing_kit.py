@@ -172,6 +172,9 @@ def test_every_builtin_family_passes(family_name: str, bundles: dict[str, Any], 
     family = registry("family").create(family_name)
     result = testing.check_family(family, bundle, splitter=registry("splitter").create(splitter), tmp_dir=tmp_path)
     assert result["masks"], "the family's position masks were not checked against any module"
+    if family_name in ("coca", "clip"):  # module-local steps: the towers alone for single-tower arms
+        assert result["plans"]["vision"] == ["visual"] and result["plans"]["text"] == ["text"]
+        assert [v for k, v in result["plans"].items() if "+" in k] == [None]  # every module: the full step
     triple = testing.check_triple(lambda **kw: bundle, student, splitter, family, student_options=options)
     assert set(triple["pairs"]) == {m.name for m in triple["splitter"].modules(bundle.model)}
 
@@ -216,6 +219,22 @@ def test_check_family_catches_a_load_that_names_another_splitter(bundles: dict[s
         testing.check_family(WrongSplitter(), _bundle(bundles, "coca"), tmp_dir=tmp_path, registered_evaluators=False)
 
 
+def test_check_family_catches_a_step_plan_that_runs_the_wrong_tower(bundles: dict[str, Any], tmp_path: Path) -> None:
+    from distillctl.coca.family import CocaFamily
+    from distillctl.interfaces import StepPlan
+    from distillctl.plugins import registry
+
+    class Crossed(CocaFamily):
+        def step_plan(self, modules: tuple[str, ...]) -> StepPlan | None:
+            if modules == ("vision",):  # runs the text tower for the vision arm
+                return StepPlan(parts=("text",), forward=lambda model, inputs: model.text(inputs["text"]))
+            return None
+
+    with pytest.raises(AssertionError, match=r"step_plan\(\('vision',\)\).forward did not run layers"):
+        testing.check_family(Crossed(), _bundle(bundles, "coca"), splitter=registry("splitter").create("coca"),
+                             tmp_dir=tmp_path, registered_evaluators=False)
+
+
 def test_check_triple_catches_a_student_that_is_not_smaller(bundles: dict[str, Any]) -> None:
     bundle = _bundle(bundles, "coca")
     with pytest.raises(AssertionError, match="must be smaller than the teacher"):
@@ -231,3 +250,52 @@ def test_run_tiny_distill_on_the_quickstart(tmp_path: Path) -> None:
     assert [e["episode"] for e in report["episodes"]] == [1, 2]
     assert report["family"] == "coca"
     assert time.perf_counter() - t0 < 60
+
+
+def test_registered_installs_a_plugin_for_the_block_and_restores(plugin: Any) -> None:
+    from distillctl import plugins
+
+    def register_policies(register: Any) -> None:
+        register("kit-policy", lambda *, arms, seed: None)
+
+    before = plugins.get_plugins()
+    with testing.registered(plugin("kit_plugin", register_policies=register_policies)) as loaded:
+        assert plugins.get_plugins() is loaded
+        assert "kit-policy" in plugins.registry("policy") and "optima" in plugins.registry("policy")
+    assert plugins.get_plugins() is before and "kit-policy" not in plugins.registry("policy")
+
+    def raises(register: Any) -> None:
+        raise RuntimeError("cannot register")
+
+    with pytest.raises(AssertionError, match="plugin 'kit_broken' .* is broken: RuntimeError: cannot register"):
+        with testing.registered(plugin("kit_broken", register_policies=raises)):
+            pass
+    assert plugins.get_plugins() is before
+
+
+def test_check_plugin_names_what_users_would_hit(plugin: Any) -> None:
+    def ours(register: Any) -> None:
+        register("kit-fine", lambda *, arms, seed: None)
+
+    assert "kit-fine" in testing.check_plugin(plugin("kit_fine", register_policies=ours)).registry("policy")
+
+    def takes_optima(register: Any) -> None:
+        register("optima", lambda *, arms, seed: None)
+
+    with pytest.raises(AssertionError, match="'optima' of plugin kit_shadow .* Use the plugin's as 'kit_shadow/optima'"):
+        testing.check_plugin(plugin("kit_shadow", register_policies=takes_optima))
+    future = plugin("kit_future", register_policies=ours)
+    future.DISTILLCTL_PLUGIN_API = "2.5"
+    with pytest.raises(AssertionError, match="requires distillctl plugin API 2.5"):
+        testing.check_plugin(future)
+
+
+def test_check_evaluator_refuses_the_0_1_signature() -> None:
+    class Old:
+        name = "old"
+
+        def evaluate(self, model: Any, tokenizer: Any, transform: Any, dataset: Any, *, device: str = "cpu") -> dict:
+            return {"x": 1.0}
+
+    with pytest.raises(AssertionError, match=r"cannot be called as evaluate\(bundle, ctx\)"):
+        testing.check_evaluator(Old, family=None, bundle=None)  # type: ignore[arg-type]

@@ -7,9 +7,11 @@ Command bodies import heavy libraries (torch, open_clip) inside the function, so
 The error boundary lives in :class:`DistillctlGroup.main` so that every way of running the app
 goes through it (the console script, ``python -m distillctl``, ``torchrun -m distillctl`` and
 ``typer.testing.CliRunner``): a :class:`~distillctl.errors.DistillctlError` becomes one red
-``error: ...`` line on stderr and exit code ``exc.exit_code`` (1; usage errors 2). With
-``DISTILLCTL_DEBUG=1`` the error is re-raised with its traceback. Anything else is a bug and keeps
-its traceback. Click usage errors keep click's exit code 2.
+``error: ...`` line on stderr and exit code ``exc.exit_code`` (1; usage errors 2). An exception raised
+inside a third-party plugin's code becomes one ``PluginError`` line naming the plugin, its distribution
+and version (:func:`distillctl.plugins.plugin_fault`). With ``DISTILLCTL_DEBUG=1`` the error is
+re-raised with its traceback. Anything else is a bug and keeps its traceback. Click usage errors keep
+click's exit code 2.
 """
 
 import importlib
@@ -36,6 +38,13 @@ class DistillctlGroup(TyperGroup):
             if debug_enabled():
                 raise
             sys.exit(report_error(exc))
+        except Exception as exc:  # a plugin's own exception that no call site turned into a PluginError
+            from distillctl.plugins import plugin_fault
+
+            fault = plugin_fault(exc)
+            if fault is None or debug_enabled():  # distillctl's own bug (or DISTILLCTL_DEBUG=1): the traceback
+                raise
+            sys.exit(report_error(fault))
 
 
 app = typer.Typer(

@@ -55,6 +55,14 @@ def steps_to_target(report: dict[str, Any], target: float) -> int | None:
     return None
 
 
+def compute_to_target(report: dict[str, Any], target: float) -> int | None:
+    """Training FLOPs spent when the probe loss first reached ``target`` (episode ends; None: never)."""
+    for e in report["episodes"]:
+        if e["probe"]["total"] <= target and "flops_total" in e:
+            return int(e["flops_total"])
+    return None
+
+
 def summarize(runs: dict[str, list[dict[str, Any]]], target: float | None) -> dict[str, Any]:
     finals = {label: [r["final_probe"]["total"] for r in reps] for label, reps in runs.items()}
     if target is None:  # the loosest mean final loss: a target every policy reaches on average
@@ -68,6 +76,13 @@ def summarize(runs: dict[str, list[dict[str, Any]]], target: float | None) -> di
         hit = [s for s in reached if s is not None]
         row["steps_to_target"] = mean_std([float(s) for s in hit]) if hit else (None, None)
         row["reached"] = f"{len(hit)}/{len(reps)}"
+        flops_hit = [float(f) for f in (compute_to_target(r, target) for r in reps) if f is not None]
+        row["compute_to_target"] = mean_std(flops_hit) if flops_hit else (None, None)
+        # what each run cost: training FLOPs (the budget), steps, seconds (compute = training steps only)
+        row["flops"] = mean_std([float((r.get("compute") or {}).get("spent_flops", float("nan"))) for r in reps])
+        row["steps"] = mean_std([float(r.get("steps", float("nan"))) for r in reps])
+        row["compute_s"] = mean_std([float((r.get("timings") or {}).get("compute_s", float("nan"))) for r in reps])
+        row["train_s"] = mean_std([float((r.get("timings") or {}).get("train_s", float("nan"))) for r in reps])
         metrics = sorted({k for r in reps for k in (r.get("eval") or {}).get("student", {})})
         row["eval"] = {k: mean_std([r["eval"]["student"][k] for r in reps if k in r["eval"].get("student", {})])
                        for k in metrics}
@@ -80,6 +95,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]], target: float | None) -> di
         row["curves"] = [[r.get("initial_probe", {}).get("total", float("nan")), *(e["probe"]["total"] for e in r["episodes"])]
                          for r in reps]
         row["curve_steps"] = [0, *(e.get("step", i + 1) for i, e in enumerate(reps[0]["episodes"]))]
+        row["curves_flops"] = [[0, *(e.get("flops_total", float("nan")) for e in r["episodes"])] for r in reps]
         rows.append(row)
     return {"target_probe_loss": target, "rows": rows}
 
@@ -91,12 +107,28 @@ def _pm(ms: tuple[float | None, float | None], digits: int = 4) -> str:
     return f"{m:.{digits}g} ± {s:.2g}"
 
 
+def _flops(ms: tuple[float | None, float | None]) -> str:
+    from distillctl.report import human_flops
+
+    m, s = ms
+    if m is None or m != m:
+        return "-"
+    return human_flops(m) + (f" ± {s / m:.0%}" if s else "")
+
+
 def markdown(summary: dict[str, Any]) -> str:
     metrics = sorted({k for r in summary["rows"] for k in r["eval"]})
-    head = ["policy", "seeds", "final probe loss", f"steps to {summary['target_probe_loss']:.4g}", *metrics, "pulls"]
-    lines = ["# distillctl compare", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    t = f"{summary['target_probe_loss']:.4g}"
+    head = ["policy", "seeds", "final probe loss", f"steps to {t}", f"compute to {t}", "training compute", "steps",
+            *metrics, "pulls"]
+    budget = summary.get("budget", "steps")
+    lines = ["# distillctl compare", "", f"Budget: {'equal training FLOPs' if budget == 'flops' else 'equal steps'} "
+             f"(train.budget = {budget}); mean ± std over seeds.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in summary["rows"]:
         cells = [r["label"], str(r["seeds"]), _pm(r["final_probe"]), f"{_pm(r['steps_to_target'])} ({r['reached']})",
+                 _flops(r.get("compute_to_target", (None, None))), _flops(r.get("flops", (None, None))),
+                 _pm(r.get("steps", (None, None))),
                  *(_pm(r["eval"].get(k, (None, None)), 3) for k in metrics),
                  ", ".join(f"{a}:{n}" for a, n in r["pulls"].items())]
         lines.append("| " + " | ".join(cells) + " |")
@@ -111,6 +143,7 @@ def register(app: typer.Typer) -> None:
         preset: Annotated[str, typer.Option("--preset", "-p", help="Preset every run starts from.")] = "quickstart",
         set_: Annotated[list[str] | None, typer.Option("--set", help="section.key=value for every run (repeatable).")] = None,
         target: Annotated[float | None, typer.Option(help="Probe-loss target for steps-to-target (default: the loosest mean final loss).")] = None,
+        budget: Annotated[str, typer.Option(help="What every run gets the same of: steps (episodes x episode-steps) or flops (training FLOPs; default amount: what those steps cost with every module and the full forward).")] = "steps",
         out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("runs/compare"),
         overwrite: Annotated[bool, typer.Option(help="Replace runs already in --out.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
@@ -121,6 +154,8 @@ def register(app: typer.Typer) -> None:
         from distillctl.cli.distill_cmd import build_config
         from distillctl.errors import UsageError
 
+        if budget not in ("steps", "flops"):
+            raise UsageError(f"--budget must be steps or flops, got {budget!r}.")
         entries = parse_entries(policies)
         try:
             seed_list = [int(s) for s in seeds.split(",") if s.strip()]
@@ -134,7 +169,7 @@ def register(app: typer.Typer) -> None:
         configs = {}
         for label, policy, arms, options in entries:
             for seed in seed_list:
-                flags = {"policy": {"name": policy, "arms": arms}, "train": {"seed": seed}}
+                flags = {"policy": {"name": policy, "arms": arms}, "train": {"seed": seed, "budget": budget}}
                 sets = [*(set_ or []), *(f"policy.{k}={_toml(v)}" for k, v in options.items())]
                 configs[(label, seed)] = build_config(preset, flags, sets)[0]
 
@@ -147,7 +182,7 @@ def register(app: typer.Typer) -> None:
                 con.print(f"[bold]run {i}/{len(configs)}[/bold]: {label}, seed {seed}")
             report = engine.run(cfg, out / _folder(label) / f"seed{seed}", overwrite=overwrite)
             runs.setdefault(label, []).append(report)
-        summary = summarize(runs, target)
+        summary = {**summarize(runs, target), "budget": budget}
         out.mkdir(parents=True, exist_ok=True)
         (out / "compare.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
         (out / "compare.md").write_text(markdown(summary), encoding="utf-8")
@@ -158,11 +193,13 @@ def register(app: typer.Typer) -> None:
         metrics = sorted({k for r in summary["rows"] for k in r["eval"]})
         if con.width < 120:  # the headline metrics fit a narrow terminal; compare.md has them all
             metrics = [m for m in metrics if m in ("i2t_r1", "tf_token_acc")] or metrics[:2]
-        table = Table(title=f"{len(seed_list)} seed(s) per policy, preset {preset}", title_justify="left")
-        for c in ("policy", "final probe loss", f"steps to {summary['target_probe_loss']:.4g}", *metrics):
+        table = Table(title=f"{len(seed_list)} seed(s) per policy, preset {preset}, equal {budget}", title_justify="left")
+        t = f"{summary['target_probe_loss']:.4g}"
+        for c in ("policy", "final probe loss", f"steps to {t}", f"compute to {t}", *metrics):
             table.add_column(c, justify="left" if c == "policy" else "right")
         for r in summary["rows"]:
             table.add_row(r["label"], _pm(r["final_probe"]), f"{_pm(r['steps_to_target'])} ({r['reached']})",
+                          _flops(r["compute_to_target"]),
                           *(_pm(r["eval"].get(k, (None, None)), 3) for k in metrics))
         con.print(table)
         con.print(f"wrote {out}/compare.json, compare.md and compare.html", highlight=False)

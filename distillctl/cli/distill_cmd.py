@@ -180,7 +180,6 @@ def run_with_display(cfg: dict[str, Any], out_dir: Path, *, overwrite: bool, qui
     """Run the engine with a live progress display; clean up on failure; print the summary."""
     from rich.progress import (
         BarColumn,
-        MofNCompleteColumn,
         Progress,
         TextColumn,
         TimeElapsedColumn,
@@ -199,9 +198,8 @@ def run_with_display(cfg: dict[str, Any], out_dir: Path, *, overwrite: bool, qui
 
     con = console()
     progress = Progress(
-        TextColumn("[bold]episode {task.completed}/{task.total}"),
+        TextColumn("[bold]{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
         TextColumn("eta"),
@@ -222,14 +220,20 @@ def run_with_display(cfg: dict[str, Any], out_dir: Path, *, overwrite: bool, qui
         if kind == "status":
             con.print(f"[dim]{payload['message']}[/dim]")
         elif kind == "start":
-            task = progress.add_task("distill", total=payload["episodes"], completed=payload.get("done", 0),
-                                     info=f"arms: {', '.join(payload['arms'])}")
+            flops = payload.get("unit") == "flops"  # a compute budget: the bar is the share of the FLOPs spent
+            done = payload.get("done", 0)
+            task = progress.add_task(f"episode {done}" + ("" if flops else f"/{payload['episodes']}"),
+                                     total=payload.get("total", payload["episodes"]),
+                                     completed=payload.get("completed", done), info=f"arms: {', '.join(payload['arms'])}")
             progress.start()
         elif kind == "episode" and task is not None:
             info = (f"arm [cyan]{payload['arm']:<12}[/cyan] loss {payload['train'].get('total', float('nan')):.4g} "
                     f"probe {payload['probe_loss']:.4g} reward {payload['reward']:+.3f} "
                     f"{payload['samples_per_s']:.0f} samples/s")
-            progress.update(task, completed=payload["episode"], info=info)
+            total = progress.tasks[0].total or 1
+            where = (f"episode {payload['episode']}, {100 * payload['completed'] / total:.0f}% of the FLOPs"
+                     if payload.get("unit") == "flops" else f"episode {payload['episode']}/{total:.0f}")
+            progress.update(task, description=where, completed=payload.get("completed", payload["episode"]), info=info)
 
     try:  # the engine owns the cleanup rule (what is kept or removed when a run fails)
         report = engine.run(cfg, out_dir, overwrite=overwrite, on_event=on_event, resume=resume)

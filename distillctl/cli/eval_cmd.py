@@ -71,7 +71,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Evaluate a model: a student next to its teacher (with ratios), or any model alone."""
 
-        from distillctl.config import apply_overrides, check_evaluators, component_options, load_toml
+        from distillctl.config import (
+            RESERVED_OPTIONS,
+            apply_overrides,
+            check_evaluators,
+            component_options,
+            load_toml,
+            option_problems,
+        )
         from distillctl.engine import resolve_device
         from distillctl.errors import ConfigError, DistillctlError, UsageError
         from distillctl.plugins import get_plugins, registry
@@ -116,10 +123,10 @@ def register(app: typer.Typer) -> None:
         if save_predictions is not None:
             options = {**options, "captioning": {**options.get("captioning", {}), "save_predictions": str(save_predictions)}}
         entry = registry("dataset").get(data_section.get("name", ""))
-        opts, valid = component_options(data_section, "data"), entry.options()
-        unknown = [k for k in opts if valid is not None and k not in valid]
-        if unknown:
-            raise UsageError(f"data.{unknown[0]}: unknown option for dataset {entry.name!r} (valid: {', '.join(sorted(valid or {}))}).")
+        opts = component_options(data_section, "data")
+        problems = option_problems("data", entry, opts, RESERVED_OPTIONS["data"])  # unknown, typed, required
+        if problems:  # --set on the command line: a usage error (exit code 2), all problems on one line
+            raise UsageError("; ".join(problems) + ".")
 
         # ---------------------------------------------------------------- models
         from distillctl.evaluation import EvalData

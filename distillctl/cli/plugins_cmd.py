@@ -12,7 +12,8 @@ def register(app: typer.Typer) -> None:
 
 
 def plugins_document() -> dict[str, Any]:
-    """``{"components": [...], "clashes": [...], "broken": [...]}``: the data behind the table and ``--json``.
+    """``{"components": [...], "clashes": [...], "shadowed": [...], "broken": [...]}``: the data behind the
+    table and ``--json``.
 
     Both sides of a clash are listed (``"clash": true``); each clash carries its one-line message
     with the ``DISTILLCTL_DISABLE_PLUGINS=...`` values that resolve it.
@@ -22,6 +23,8 @@ def plugins_document() -> dict[str, Any]:
     loaded = get_plugins()
     clashes = loaded.clashes()
     clashing = {id(e) for c in clashes for e in c.entries}
+    shadows = loaded.shadowed()
+    shadowed = {id(sh.entry): sh for sh in shadows}
     components = []
     for kind in KINDS.values():  # hook order: teacher, student, splitter, policy, dataset, evaluator
         for entry in loaded.registry(kind):
@@ -36,6 +39,9 @@ def plugins_document() -> dict[str, Any]:
                     "distribution": entry.provenance.distribution,
                     "version": entry.provenance.version,
                     "clash": id(entry) in clashing,
+                    # a built-in has this name: the built-in keeps it, this component answers to use_as
+                    "shadowed": id(entry) in shadowed,
+                    "use_as": loaded.registry(kind).key_of(entry),
                 }
             )
     clash_docs = [
@@ -48,10 +54,16 @@ def plugins_document() -> dict[str, Any]:
         }
         for c in clashes
     ]
+    shadow_docs = [
+        {"kind": sh.kind, "names": list(sh.names), "plugin": sh.entry.provenance.plugin,
+         "distribution": sh.entry.provenance.distribution, "version": sh.entry.provenance.version,
+         "use_as": sh.alias, "message": sh.line()}
+        for sh in shadows
+    ]
     broken = [
         {"plugin": b.name, "distribution": b.distribution, "version": b.version, "error": b.error} for b in loaded.broken
     ]
-    return {"components": components, "clashes": clash_docs, "broken": broken}
+    return {"components": components, "clashes": clash_docs, "shadowed": shadow_docs, "broken": broken}
 
 
 def plugins(
@@ -81,9 +93,11 @@ def plugins(
     table.add_column("summary")
     for c in doc["components"]:
         name = c["name"] + ("<variant>" if c["prefix"] else "")
+        if c["shadowed"] and c["use_as"] != c["name"]:
+            name = f"{c['use_as']} (shadowed: {c['name']} is the built-in)"
         table.add_row(
             c["kind"],
-            Text(name + (" (clash)" if c["clash"] else ""), style="red" if c["clash"] else ""),
+            Text(name + (" (clash)" if c["clash"] else ""), style="red" if c["clash"] else ("yellow" if c["shadowed"] else "")),
             Text(", ".join(c["aliases"])),
             Text(f"{c['distribution']} {c['version']}"),
             Text(c["summary"]),
@@ -94,6 +108,12 @@ def plugins(
         out.print("no components registered", style="yellow")
     for c in doc["clashes"]:
         out.print(f"clash: {c['message']}", style="red", markup=False, highlight=False, soft_wrap=True)
-    for b in doc["broken"]:
-        line = f"broken plugin {b['plugin']!r} ({b['distribution']} {b['version']}): {b['error']}"
-        out.print(line, style="red", markup=False, highlight=False, soft_wrap=True)
+    for sh in doc["shadowed"]:
+        out.print(f"shadowed: {sh['message']}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+    from distillctl.errors import debug_enabled
+    from distillctl.plugins import get_plugins
+
+    for b in get_plugins().broken:  # the format the guide documents: plugin 'x' (dist 1.0) is broken: ...
+        if b.traceback and debug_enabled():  # DISTILLCTL_DEBUG=1: where it broke
+            out.print(b.traceback.rstrip(), markup=False, highlight=False, soft_wrap=True)
+        out.print(b.line(), style="red", markup=False, highlight=False, soft_wrap=True)

@@ -41,10 +41,34 @@ def _ints(text: str, what: str) -> list[int]:
 
 
 def _default_suite_policies() -> list[str]:
-    """Every registered policy that runs without a variant (prefix entries need ``name:variant``)."""
+    """Every registered policy that runs without a variant (prefix entries need ``name:variant``), once
+    (two plugins registering one name list it twice: resolving it then explains the clash)."""
     from distillctl.plugins import registry
 
-    return [e.name for e in registry("policy") if not e.is_prefix]
+    policies = registry("policy")  # a plugin policy a built-in shadows runs as PLUGIN/NAME
+    return list(dict.fromkeys(policies.key_of(e) for e in policies if not e.is_prefix))
+
+
+def _usable(spec: str, window: int | None, warn: bool) -> tuple[str, Any, dict[str, Any]] | None:
+    """``(spec, factory, options)``, checked before anything runs. A policy named by ``--policies`` that
+    cannot run is an error; one the suite picked by itself (every registered policy) is skipped with a
+    warning line naming the plugin, so one broken plugin cannot take the suite down."""
+    from distillctl.errors import DistillctlError
+    from distillctl.simulate import resolve_policy
+    from distillctl.simulate import simulate as run_sim
+
+    try:
+        factory, options = resolve_policy(spec)
+        _, extra = _with_window(spec, window)
+        options = {**options, **extra}
+        if warn:  # a short trial: a policy whose select/update fails is found before the suite's hours of runs
+            run_sim(factory, [(0, [0.03, 0.02, 0.01])], 12, seed=0, noise=0.01, options=options)
+    except DistillctlError as exc:
+        if not warn:
+            raise
+        console(stderr=True).print(f"warning: skipped {spec}: {exc}", style="yellow", markup=False, highlight=False)
+        return None
+    return spec, factory, options
 
 
 def _with_window(spec: str, window: int | None) -> tuple[str, dict[str, Any]]:
@@ -88,7 +112,7 @@ def register(app: typer.Typer) -> None:
         """Run policies against synthetic non-stationary bandits (no torch): regret and best-arm share."""
         from distillctl.errors import UsageError
         from distillctl.policies import split_policy_specs
-        from distillctl.simulate import resolve_policy, run_suite
+        from distillctl.simulate import run_suite
         from distillctl.simulate import simulate as run_sim
 
         n_seeds = seeds if seeds is not None else (20 if suite else 10)
@@ -103,11 +127,9 @@ def register(app: typer.Typer) -> None:
         if len(set(specs)) != len(specs):
             raise UsageError(f"--policies lists a policy twice: {', '.join(specs)}.")
         # every spec is checked (name, options) before anything runs
-        resolved = []
-        for spec in specs:
-            factory, options = resolve_policy(spec)
-            _, extra = _with_window(spec, window)
-            resolved.append((spec, factory, {**options, **extra}))
+        resolved = [r for spec in specs if (r := _usable(spec, window, warn=policies is None and suite)) is not None]
+        if not resolved:
+            raise UsageError("no policy can run (see the warnings above); pass --policies.")
 
         if suite:
             doc: dict[str, Any] = run_suite(resolved, horizons=_ints(horizons, "--horizons"), seeds=n_seeds)

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from distillctl.clip.splitter import ClipSplitter, text_has_cls
 from distillctl.errors import DistillctlError
-from distillctl.interfaces import Teacher
-from distillctl.losses import contrastive_kl, similarity
+from distillctl.interfaces import StepPlan, Teacher
+from distillctl.losses import contrastive_kl, embedding_cos_terms, similarity
 from distillctl.openclip.family import OpenClipFamilyMixin
 
 MODULE_CFG = {"vision": "vision_cfg", "text": "text_cfg"}
@@ -57,7 +57,26 @@ class ClipFamily(OpenClipFamilyMixin):
         self._text_cls = text_has_cls(model)
         return out  # image_features [B, E], text_features [B, E] (L2-normalised), logit_scale (exp), logit_bias?
 
+    def step_plan(self, modules: tuple[str, ...]) -> StepPlan | None:
+        """Module-local steps: ``vision`` alone runs the image towers only, ``text`` alone the text towers only.
+        The task and similarity-matrix terms pair images with texts; what one tower gives is its embedding, so
+        such a step's KD term is ``1 - cos`` of the student's embedding to the teacher's (when the embed dims
+        match), next to the arm's layerwise terms. Both modules: the full step."""
+        arm = set(modules)
+        if arm == {"vision"}:
+            return StepPlan(parts=("visual",), terms=True,
+                            forward=lambda model, inputs: {"image_features": model.encode_image(inputs["image"], normalize=True)})
+        if arm == {"text"}:
+            def text_forward(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
+                self._text_cls = text_has_cls(model)  # the text position mask depends on it
+                return {"text_features": model.encode_text(inputs["text"], normalize=True)}
+
+            return StepPlan(parts=("text",), forward=text_forward, terms=True)
+        return None
+
     def task_loss(self, outputs: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if "logit_scale" not in outputs:  # a module-local step: one tower's embeddings, no task term is computable
+            return {}
         img, txt, scale = outputs["image_features"], outputs["text_features"], outputs["logit_scale"]
         if outputs.get("logit_bias") is not None:  # SigLIP-style: pairwise sigmoid loss
             return {"sigmoid": self._siglip_loss(img, txt, scale, outputs["logit_bias"])}
@@ -66,6 +85,8 @@ class ClipFamily(OpenClipFamilyMixin):
     def kd_terms(self, student_out: dict[str, torch.Tensor], teacher_out: dict[str, torch.Tensor],
                  inputs: dict[str, torch.Tensor], *, temperature: float) -> dict[str, torch.Tensor]:
         terms: dict[str, torch.Tensor] = {}
+        if "logit_scale" not in student_out:  # a module-local step: the cosine of the tower's embeddings to the teacher's
+            return embedding_cos_terms(student_out, teacher_out, self.embedding_kd_weight)
         if self.contrastive_kd_weight:
             s_sim = similarity(student_out["image_features"], student_out["text_features"], student_out["logit_scale"])
             t_sim = similarity(teacher_out["image_features"], teacher_out["text_features"], teacher_out["logit_scale"])

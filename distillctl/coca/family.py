@@ -16,9 +16,19 @@ import torch
 
 from distillctl.coca.splitter import CocaSplitter
 from distillctl.errors import DistillctlError
-from distillctl.interfaces import Teacher
-from distillctl.losses import caption_kl, contrastive_kl, similarity
+from distillctl.interfaces import StepPlan, Teacher
+from distillctl.losses import caption_kl, contrastive_kl, embedding_cos_terms, similarity
 from distillctl.openclip.family import OpenClipFamilyMixin
+
+
+def image_features(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The image tower alone: L2-normalised image embeddings ``[B, E]`` (a module-local step's forward)."""
+    return {"image_features": model.encode_image(inputs["image"], normalize=True)}
+
+
+def text_features(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The unimodal text tower alone: L2-normalised caption embeddings ``[B, E]``."""
+    return {"text_features": model.encode_text(inputs["text"], normalize=True)}
 
 
 class CocaFamily(OpenClipFamilyMixin):
@@ -27,14 +37,16 @@ class CocaFamily(OpenClipFamilyMixin):
     name = "coca"
     evaluators: tuple[str, ...] = ("retrieval", "captioning", "fidelity", "efficiency")
 
-    def __init__(self, caption_weight: float = 2.0, clip_weight: float = 1.0, contrastive_kd_weight: float = 1.0) -> None:
+    def __init__(self, caption_weight: float = 2.0, clip_weight: float = 1.0, contrastive_kd_weight: float = 1.0,
+                 embedding_kd_weight: float = 1.0) -> None:
         import open_clip
 
         for key, value in (("caption_weight", caption_weight), ("clip_weight", clip_weight),
-                           ("contrastive_kd_weight", contrastive_kd_weight)):
+                           ("contrastive_kd_weight", contrastive_kd_weight), ("embedding_kd_weight", embedding_kd_weight)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise DistillctlError(f"family.{key} must be a number >= 0, got {value!r}.")
         self.contrastive_kd_weight = float(contrastive_kd_weight)
+        self.embedding_kd_weight = float(embedding_kd_weight)  # module-local steps only (one tower's embeddings)
         self._task = open_clip.CoCaLoss(caption_loss_weight=caption_weight, clip_loss_weight=clip_weight, pad_id=0)
         self._masks = CocaSplitter()
 
@@ -45,11 +57,15 @@ class CocaFamily(OpenClipFamilyMixin):
         return model(inputs["image"], inputs["text"])  # image/text_features, logits [B,L-1,V], labels, logit_scale
 
     def task_loss(self, outputs: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if "logits" not in outputs:  # a module-local step: one tower's embeddings, no task term is computable
+            return {}
         parts = self._task(**outputs, output_dict=True)
         return {"contrastive": parts["contrastive_loss"], "caption": parts["caption_loss"]}
 
     def kd_terms(self, student_out: dict[str, torch.Tensor], teacher_out: dict[str, torch.Tensor],
                  inputs: dict[str, torch.Tensor], *, temperature: float) -> dict[str, torch.Tensor]:
+        if "logits" not in student_out:  # a module-local step: the cosine of the tower's embeddings to the teacher's
+            return embedding_cos_terms(student_out, teacher_out, self.embedding_kd_weight)
         terms = {"caption_kl": caption_kl(student_out["logits"], teacher_out["logits"], student_out["labels"], temperature)}
         if self.contrastive_kd_weight:
             s_sim = similarity(student_out["image_features"], student_out["text_features"], student_out["logit_scale"])
@@ -59,6 +75,19 @@ class CocaFamily(OpenClipFamilyMixin):
 
     def position_mask(self, module: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
         return self._masks.position_mask(module, inputs["text"])
+
+    def step_plan(self, modules: tuple[str, ...]) -> StepPlan | None:
+        """Module-local steps: ``vision`` alone runs the image towers only, ``text`` alone the unimodal text
+        towers only. Their task terms (contrastive, caption) need both towers and the decoder; what one tower
+        gives is its embedding, so such a step's KD term is ``1 - cos`` of the student's embedding to the
+        teacher's (``embedding_kd_weight``), next to the arm's layerwise terms. An arm with ``multimodal``
+        needs both towers and the decoder: the full step."""
+        arm = set(modules)
+        if arm == {"vision"}:
+            return StepPlan(parts=("visual",), forward=image_features, terms=True)
+        if arm == {"text"}:
+            return StepPlan(parts=("text",), forward=text_features, terms=True)
+        return None  # vision+text still needs the decoder for CoCa's caption terms; multimodal: everything
 
     # ------------------------------------------------------------------ models
     def build(self, model_config: dict[str, Any], device: Any = "cpu") -> torch.nn.Module:

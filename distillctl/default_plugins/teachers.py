@@ -83,6 +83,13 @@ def quickstart(weights: str | None = None, device: str = "cpu") -> Any:
     return load_quickstart_teacher(weights=weights, device=device)
 
 
+# the family and splitter each teacher's bundles name (Teacher.family / .splitter), declared without building
+# anything so that `presets validate` checks the options of `[family] name = "auto"` against the right family
+for _factory, _family in ((coca_large, "coca"), (coca_base, "coca"), (quickstart, "coca"), (clip_tiny, "clip")):
+    _factory.family = _family  # type: ignore[attr-defined]
+    _factory.splitter = _family  # type: ignore[attr-defined]
+
+
 @hookimpl
 def register_teachers(register: Register) -> None:
     register("coca-large", coca_large)

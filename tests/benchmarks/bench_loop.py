@@ -1,21 +1,30 @@
-"""The engine's training step vs a bare hand-written distillation step, same models, same batches.
+"""The engine's training loop against a bare hand-written distillation step, over a whole run.
 
-    .venv/bin/python tests/benchmarks/bench_loop.py [--preset quickstart] [--steps 20] [--device cpu|cuda]
+    .venv/bin/python tests/benchmarks/bench_loop.py [--preset quickstart] [--steps 150] [--threads 1,2] [--reps 2]
 
-Both steps do the same work: teacher forward under no_grad with hooks on the arm's teacher layers,
-student forward with hooks on its layers, the family's task + KD terms, the arm's layerwise MSE
-through the projections, backward, grad clipping, AdamW and the LR schedule. The bare step is
-written out by hand (hooks registered once, no engine code); the engine's is
-``distillctl.engine.train_step`` on the run context the engine builds. Steps alternate (bare, engine,
-bare, ...) so a busy machine slows both alike; the median of each is compared. Runs on CPU, and on
-CUDA when present (CUDA times synchronise around each step: that is the benchmark's, not the engine's).
-Prints one line per device: ``engine/bare = R`` (must-hold: within 5 % on CPU for the quickstart models).
+For each thread count (default: 1 and every core), on the preset's models and batches with plain
+layerwise distillation (every module, every step: ``fixed-order@all``):
+
+* **bare**: a hand-written step (teacher forward under no_grad with hooks on its layers, student forward
+  with hooks, the family's task + KD terms, the layerwise MSE through the projections, backward, grad
+  clipping, AdamW, the LR schedule; hooks registered once), over ``--steps`` pre-drawn batches;
+* **engine step**: ``distillctl.engine.train_step`` on the same batches (compute only: no data, no probe);
+* **engine run**: a whole ``distillctl distill`` run of ``--steps`` steps (data loader, probe, rewards,
+  bookkeeping; no evaluation), timed from its ``report.json``.
+
+Bare and engine alternate, ``--reps`` times (A/B back to back, so a busy machine slows both alike); the
+best of each is compared. Prints per thread count: ms per step, ``compute efficiency`` = bare / engine
+step (must hold: >= 0.97), ``run efficiency`` = bare / the run's compute seconds and bare / the run's
+training seconds counting data and probe (must hold: >= 0.95), and the run's step time per episode.
+Run it on a quiet machine: one other busy process on a 2-core box halves every number here.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import copy
+import json
+import os
 import sys
 import tempfile
 import time
@@ -24,31 +33,38 @@ from pathlib import Path
 import torch
 
 
-def build(preset: str, device: str, batch_size: int):
-    from distillctl import engine
+def config(preset: str, batch_size: int | None, steps: int, threads: int) -> dict:
     from distillctl.cli.distill_cmd import build_config
-    from distillctl.plugins import get_plugins
 
-    get_plugins()
-    cfg, _ = build_config(preset, {"train": {"device": device, "batch_size": batch_size}}, [])
-    cfg["train"]["threads"] = torch.get_num_threads()
+    sets = ["policy.name=fixed-order", "policy.arms=all", "eval.evaluators=[]", f"train.threads={threads}"]
+    if batch_size:
+        sets.append(f"train.batch_size={batch_size}")
+    cfg, _ = build_config(preset, {"train": {"device": "cpu"}}, sets)
+    cfg["train"]["episodes"] = max(1, steps // cfg["train"]["episode_steps"])
+    return cfg
+
+
+def build(cfg: dict):
+    from distillctl import engine
+
     ctx = engine.Run(cfg, Path(tempfile.mkdtemp()) / "bench").ctx
     engine.preflight(ctx)
     engine.build_models(ctx)
     engine.build_probe_set(ctx)
     engine.build_training(ctx)
-    return engine, ctx
+    return ctx
 
 
-def bare_stepper(ctx):
-    """A hand-written step over the same modules (its own AdamW and schedule, hooks registered once)."""
+def bare_stepper(ctx, student, proj):
+    """A hand-written step over ``student`` / ``proj`` (copies of the run's; its own AdamW and schedule)."""
     from distillctl.engine import _tokens, lr_lambda, param_groups
     from distillctl.layerwise import masked_mse
 
-    family, teacher, student, proj = ctx.family, ctx.teacher_model, ctx.student_model, ctx.projections
+    family, teacher = ctx.family, ctx.teacher_model
     loss_cfg, train = ctx.cfg["loss"], ctx.train
     opt = torch.optim.AdamW(param_groups([student, proj], train["weight_decay"]), lr=train["lr"], betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(train["warmup_steps"], 10**6, train["min_lr_ratio"]))
+    total = train["episodes"] * train["episode_steps"]
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(train["warmup_steps"], total, train["min_lr_ratio"]))
     params = [p for g in opt.param_groups for p in g["params"]]
     t_mods, s_mods = dict(teacher.named_modules()), dict(student.named_modules())
     hidden: dict[str, torch.Tensor] = {}
@@ -58,13 +74,19 @@ def bare_stepper(ctx):
             hidden[key] = out[0] if isinstance(out, (tuple, list)) else out
         return hook
 
-    handles = {}
     for m in ctx.module_names:
         for s, t in ctx.pairs[m]:
-            handles[("t", t)] = t_mods[t].register_forward_hook(keep("t:" + t))
-            handles[("s", s)] = s_mods[s].register_forward_hook(keep("s:" + s))
+            t_mods[t].register_forward_hook(keep("t:" + t))
+            s_mods[s].register_forward_hook(keep("s:" + s))
+    arm = tuple(ctx.module_names)
 
-    def step(batch, arm):
+    def project(path, h):
+        from distillctl.layerwise import projection_key
+
+        key = projection_key(path)
+        return proj[key](h) if key in proj else h
+
+    def step(batch):
         inputs = family.inputs(batch, ctx.device)
         with torch.no_grad():
             t_out = family.forward(teacher, inputs)
@@ -74,7 +96,7 @@ def bare_stepper(ctx):
         lw = 0.0
         for m in arm:
             mask = family.position_mask(m, inputs)
-            terms = [masked_mse(ctx.objective.project(s, _tokens(hidden["s:" + s])), _tokens(hidden["t:" + t]), mask,
+            terms = [masked_mse(project(s, _tokens(hidden["s:" + s])), _tokens(hidden["t:" + t]), mask,
                                 loss_cfg["normalize_layers"]) for s, t in ctx.pairs[m]]
             lw = lw + torch.stack(terms).mean()
         loss = loss_cfg["w_task"] * task + loss_cfg["w_kd"] * kd + loss_cfg["w_lw"] * lw
@@ -88,54 +110,75 @@ def bare_stepper(ctx):
     return step
 
 
-def bench(preset: str, device: str, steps: int, batch_size: int) -> float:
-    engine, ctx = build(preset, device, batch_size)
-    batches = engine.make_batches(ctx)
-    data = [next(batches) for _ in range(min(steps, 8))]
-    bare = bare_stepper(ctx)
-    ep_sums: dict[str, torch.Tensor] = {}
+def timed_loop(fn, batches) -> float:
+    t0 = time.perf_counter()
+    for b in batches:
+        fn(b)
+    return time.perf_counter() - t0
 
-    def timed(fn) -> float:
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0
 
-    t_bare, t_engine = [], []
-    for i in range(steps + 3):
-        batch, arm = data[i % len(data)], ctx.arms[i % len(ctx.arms)]
-        s_paths, t_paths = ctx.objective.student_paths(arm), ctx.objective.teacher_paths(arm)
-        tb = timed(lambda: bare(batch, arm))  # noqa: B023 - called at once
-        te = timed(lambda: engine.train_step(ctx, batch, arm, s_paths, t_paths, ep_sums))  # noqa: B023
-        if i >= 3:  # warm-up steps (allocator, kernels) are not measured
-            t_bare.append(tb)
-            t_engine.append(te)
-    mb, me = statistics.median(t_bare), statistics.median(t_engine)
-    ratio = me / mb
-    print(f"{device}: {preset} batch {batch_size}, {steps} steps: bare {mb * 1e3:.1f} ms/step, engine {me * 1e3:.1f} ms/step, "
-          f"engine/bare = {ratio:.3f}")
-    return ratio
+def bench(preset: str, threads: int, steps: int, reps: int, batch_size: int | None) -> dict:
+    from distillctl import engine
+
+    torch.set_num_threads(threads)
+    cfg = config(preset, batch_size, steps, threads)
+    ctx = build(cfg)
+    it = engine.make_batches(ctx)
+    batches = [next(it) for _ in range(steps)]
+    del it
+    student0, proj0 = copy.deepcopy(ctx.student_model.state_dict()), copy.deepcopy(ctx.projections.state_dict())
+    opt0 = copy.deepcopy(ctx.optimizer.state_dict())
+    arm = tuple(ctx.module_names)
+    s_paths, t_paths = ctx.objective.student_paths(arm), ctx.objective.teacher_paths(arm)
+    bare_s, engine_s, runs = [], [], []
+    for rep in range(reps):
+        # bare: fresh copies of the run's initial student and projections
+        student, proj = copy.deepcopy(ctx.student_model), copy.deepcopy(ctx.projections)
+        student.load_state_dict(student0)
+        proj.load_state_dict(proj0)
+        bare_s.append(timed_loop(bare_stepper(ctx, student, proj), batches))
+        del student, proj
+        # engine: the engine's own step on the run context (reset to the same start)
+        ctx.student_model.load_state_dict(student0)
+        ctx.projections.load_state_dict(proj0)
+        ctx.optimizer.load_state_dict(opt0)
+        ctx.scheduler.last_epoch = 0
+        sums: dict[str, torch.Tensor] = {}
+        engine_s.append(timed_loop(lambda b: engine.train_step(ctx, b, arm, s_paths, t_paths, sums), batches))  # noqa: B023
+        # a whole run (data loader, probe, bookkeeping), timed by its own report
+        with tempfile.TemporaryDirectory() as tmp:
+            report = engine.run(copy.deepcopy(cfg), Path(tmp) / f"run{rep}")
+        runs.append(report)
+    bare, eng = min(bare_s), min(engine_s)
+    best = min(runs, key=lambda r: r["timings"]["train_s"])
+    t = best["timings"]
+    per_episode = [round(1000 * e["compute_s"] / max(e["steps"], 1), 1) for e in best["episodes"]]
+    return {
+        "threads": threads, "steps": steps, "batch_size": ctx.train["batch_size"],
+        "bare_ms_per_step": round(1000 * bare / steps, 1), "engine_ms_per_step": round(1000 * eng / steps, 1),
+        "compute_efficiency": round(bare / eng, 3),
+        "run": {"compute_s": t["compute_s"], "data_s": t["data_s"], "probe_s": t["probe_s"], "train_s": t["train_s"],
+                "compute_efficiency": round(bare / t["compute_s"], 3),
+                "efficiency_with_data_and_probe": round(bare / t["train_s"], 3)},
+        "run_ms_per_step_by_episode": per_episode,
+        "all_reps": {"bare_s": [round(x, 2) for x in bare_s], "engine_s": [round(x, 2) for x in engine_s],
+                     "run_train_s": [r["timings"]["train_s"] for r in runs]},
+    }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="quickstart")
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--device", choices=("cpu", "cuda", "all"), default="all")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: a shared machine's load adds no noise)")
+    ap.add_argument("--steps", type=int, default=150, help="a whole quickstart run: 15 episodes x 10 steps")
+    ap.add_argument("--threads", default=f"1,{os.cpu_count()}", help="comma-separated torch thread counts")
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
-    for dev in devices:
-        if dev == "cuda" and not torch.cuda.is_available():
-            print("cuda: not available, skipped")
-            continue
-        bench(args.preset, dev, args.steps, args.batch_size)
+    from distillctl.plugins import get_plugins
+
+    get_plugins()
+    for threads in dict.fromkeys(int(t) for t in args.threads.split(",")):
+        print(json.dumps(bench(args.preset, threads, args.steps, args.reps, args.batch_size)), flush=True)
     return 0
 
 
