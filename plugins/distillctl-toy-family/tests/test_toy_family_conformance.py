@@ -16,7 +16,7 @@ import distillctl_toy_family
 import pytest
 from distillctl_toy_family.family import ToyFamily, ToySplitter, toy_half, toy_teacher
 
-from distillctl import plugins, testing
+from distillctl import testing
 
 
 @pytest.fixture(autouse=True)
@@ -26,12 +26,16 @@ def toy_registered() -> Iterator[None]:
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: one thread is fastest on a shared machine
-    plugins.reset_plugins(plugins.load_plugins(include_entry_points=False, extra=(distillctl_toy_family,)))
     try:
-        yield
+        with testing.registered(distillctl_toy_family):
+            yield
     finally:
-        plugins.reset_plugins(None)
         torch.set_num_threads(threads)
+
+
+def test_the_plugin_loads_cleanly() -> None:
+    loaded = testing.check_plugin(distillctl_toy_family)  # not broken, no clash, no name a built-in shadows
+    assert "toy-half" in loaded.registry("student")
 
 
 @pytest.fixture(scope="module")
