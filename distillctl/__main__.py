@@ -1,6 +1,6 @@
 """``python -m distillctl`` (also what ``torchrun -m distillctl`` runs)."""
 
-from distillctl.cli import main
+from distillctl.roothelp import main
 
 if __name__ == "__main__":
     main()

@@ -735,7 +735,7 @@ def _episode_terms(ctx: RunContext, ep_sums: dict[str, torch.Tensor], episode: i
 
 def run_episode(ctx: RunContext, batches: Iterator[Any], episode: int) -> tuple[tuple[str, ...], dict[str, Any]]:
     """5a. Select an arm, train T steps on it, probe once, reward the policy; returns (arm, episode record)."""
-    state, train = ctx.state, ctx.train
+    state = ctx.state
     burn_in = burn_in_arm(ctx, episode)
     arm_idx = ctx.policy.select(episode) if burn_in is None else burn_in
     ctx.local_arms.append(arm_name(ctx.arms[arm_idx]))  # this rank's own choice (the report checks ranks agree)

@@ -59,6 +59,33 @@ def test_help_lists_command_groups(cli: Any) -> None:
         assert word in result.stdout
 
 
+def test_fast_root_help_is_the_apps_help() -> None:
+    """``distillctl`` / ``--help`` / ``--version`` are answered without Typer (distillctl.roothelp): its table must
+    list exactly the app's commands, in the app's panels and order, with their one-line helps."""
+    import typer.main
+
+    from distillctl import roothelp
+
+    group = typer.main.get_command(app)
+    listed = []
+    for name in group.list_commands(None):  # type: ignore[arg-type]
+        cmd = group.commands[name]
+        first = (cmd.help or "").strip().split("\n\n")[0].replace("\n", " ")
+        listed.append((getattr(cmd, "rich_help_panel", None) or "Commands", name, first))
+    panels = list(dict.fromkeys(["Commands", *(p for p, _, _ in listed)]))  # rich: the default panel first
+    ordered = [row for panel in panels for row in listed if row[0] == panel]  # rich groups the commands by panel
+    assert list(roothelp.COMMANDS) == ordered
+    text = roothelp.render(100)
+    assert all(name in text for _, name, _ in roothelp.COMMANDS) and "DISTILLCTL_DEBUG=1" in text
+    assert all(len(line) <= 100 for line in text.splitlines())
+    for args in ([], ["--help"], ["-h"]):
+        proc = subprocess.run([sys.executable, "-c", "import sys; from distillctl.roothelp import main; main(); "
+                               "print(sorted(m for m in ('typer', 'rich', 'pluggy', 'torch') if m in sys.modules))", *args],
+                              capture_output=True, text=True, env=_env(), timeout=60)
+        assert proc.returncode == 0 and "Usage: distillctl" in proc.stdout, proc.stderr
+        assert proc.stdout.strip().splitlines()[-1] == "[]"  # nothing heavy imported
+
+
 def test_click_usage_errors_keep_exit_2(cli: Any) -> None:
     assert cli("presets", "validate").exit_code == 2  # missing argument
     assert cli("plugins", "--bogus").exit_code == 2

@@ -43,6 +43,7 @@ def parse_entries(text: str) -> list[tuple[str, str, str | None, dict[str, Any]]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if v == v]  # runs without a value (e.g. reports of an older version): left out
     if not values:
         return float("nan"), float("nan")
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
