@@ -95,6 +95,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "budget_flops": Field(float, 0.0, ge=0,
                               help="with budget = flops: training FLOPs (all ranks); 0 = what episodes x episode_steps "
                                    "full all-module steps cost"),
+        "report_to": Field((list, str), None, help="experiment trackers to log to (--report-to tensorboard,wandb,mlflow)"),
+        "report_options": Field(dict, None, help="per-tracker options, e.g. {wandb = {project = 'p'}, mlflow = {tracking_uri = '...'}}"),
     },
     "loss": {
         "w_task": Field(float, 1.0, help="weight of the family's task loss (CoCa: contrastive + caption)", ge=0),
@@ -257,6 +259,7 @@ def validate(cfg: dict[str, Any], *, source: str | None = None, check_components
             if out[section].get("name") == "auto":
                 problems.extend(_auto_option_problems(section, out, registries))
         problems.extend(check_evaluators(out["eval"], registries["evaluator"]))
+        problems.extend(check_trackers(out["train"], registries["tracker"]))
     problems.extend(check_ranges(out))
     if problems:
         raise ConfigError(problems, source=source)
@@ -399,6 +402,35 @@ def check_evaluators(ev: dict[str, Any], evaluators: Any) -> list[str]:
             continue  # reported above
         if str(name) not in (ev.get("options") or {}) and entry.name not in (ev.get("options") or {}):
             problems.extend(option_problems(f"eval.options.{name}", entry, {}, {"variant"}))
+    return problems
+
+
+def check_trackers(train: dict[str, Any], trackers: Any) -> list[str]:
+    """``train.report_to`` (a list, or a comma-separated string: normalised to a list here) and
+    ``train.report_options`` against the tracker registry; no tracking library is imported."""
+    problems: list[str] = []
+    names = train.get("report_to")
+    if isinstance(names, str):
+        names = train["report_to"] = [n.strip() for n in names.split(",") if n.strip() and n.strip() != "none"]
+    for i, name in enumerate(names if isinstance(names, list) else []):
+        try:
+            trackers.get(str(name))
+        except (UnknownComponentError, DuplicateComponentError) as exc:
+            problems.append(f"train.report_to[{i}]: {exc}")
+    for name, opts in (train.get("report_options") or {}).items():
+        try:
+            entry = trackers.get(str(name))
+        except (UnknownComponentError, DuplicateComponentError) as exc:
+            problems.append(f"train.report_options.{name}: {exc}")
+            continue
+        if not isinstance(opts, dict):
+            problems.append(f"train.report_options.{name}: expected a table of options, got {type(opts).__name__}")
+            continue
+        valid = entry.options()
+        for k in opts:
+            if valid is not None and k not in valid:
+                problems.append(f"train.report_options.{name}.{k}: unknown option for tracker {entry.name!r} "
+                                f"(valid: {', '.join(sorted(valid)) or 'none'})")
     return problems
 
 

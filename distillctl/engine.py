@@ -3,7 +3,8 @@
 ``run(cfg, out_dir)`` is the whole job behind ``distillctl distill``. It calls named phases in order,
 each reading and filling one typed :class:`RunContext`::
 
-    0. preflight        out dir, teacher weights, data sources, batch size -- before any model is built
+    0. preflight        out dir, teacher weights, trackers (--report-to), data sources, batch size -- before any
+                        model is built; the trackers start right after, in the folder's session
     1. build_models     teacher (eval, frozen, no_grad forwards), family, splitter, student, layer pairs
     2. build_probe_set  fixed held-out batches; the teacher's probe outputs computed ONCE
     3. build_training   projections, objective, arms, policy, AdamW, schedule
@@ -63,6 +64,7 @@ from distillctl.layerwise import HiddenStateTap, build_projections, layer_pairs,
 from distillctl.plugins import call_observers, registry
 from distillctl.policies import arm_name, build_arms
 from distillctl.rundir import RunDir
+from distillctl.trackers import Trackers, create_trackers
 
 HUGE = 10**7  # data sources larger than this are streams: read in order, never permuted
 Emit = Callable[[str, dict[str, Any]], None]
@@ -150,6 +152,7 @@ class RunContext:
     checkpoint: dict[str, Any] | None = None  # the loaded checkpoint on --resume
     fingerprint: str = ""  # config + model layouts; a checkpoint of another run is refused
     export: dict[str, Any] | None = None  # sizes, once the student is written
+    trackers: Trackers = field(default_factory=Trackers)  # --report-to (rank 0 only; empty: every call returns at once)
 
     @property
     def train(self) -> dict[str, Any]:
@@ -293,7 +296,7 @@ class Objective:
 
 # --------------------------------------------------------------------------------------- phases
 def preflight(ctx: RunContext) -> None:
-    """0. Cheap checks before anything is built or written: out dir, teacher weights, data, batch size."""
+    """0. Cheap checks before anything is built or written: out dir, teacher weights, trackers, data, batch size."""
     train = ctx.train
     # first: an --out this run may not use (in use, holds a run, unwritable, full disk) costs nothing
     ctx.rundir = RunDir(ctx.out_dir, overwrite=ctx.overwrite, resume=ctx.resume)
@@ -304,6 +307,8 @@ def preflight(ctx: RunContext) -> None:
     ctx.dist, ctx.device = distributed.init(resolve_device(train["device"]))
     if not ctx.dist.is_main:  # progress, warnings and observers come from rank 0 only
         ctx.emit = lambda kind, payload: None
+    else:  # --report-to: each tracker's library imported and its options checked now, before any model is built
+        ctx.trackers = create_trackers(ctx.cfg, emit=ctx.emit)
     if train["fsdp"]:
         why = distributed.fsdp_support(ctx.dist, ctx.device)
         if why is not None:
@@ -607,6 +612,7 @@ def train_step(ctx: RunContext, batch: Any, arm: tuple[str, ...], s_paths: list[
     ctx.state.step += 1
     if weight:
         ctx.state.samples += len(batch)
+        ctx.trackers.log_step(ctx.state.step, terms, ctx.scheduler.get_last_lr()[0])  # kept on device until the episode ends
     for k, v in terms.items():  # accumulate on device: no host sync inside the episode
         v = v.detach() * weight if weight != 1.0 else v.detach()
         ep_sums[k] = ep_sums[k] + v if k in ep_sums else v
@@ -849,13 +855,15 @@ def run_episodes(ctx: RunContext) -> None:
         state.episode = episode + 1
         timings["train_s"] = time.perf_counter() - t_train
         # samples/s of the whole job: this rank's count x world size (summed exactly at checkpoints and the end)
-        ctx.emit("episode", {**record, "samples_per_s": state.samples * ctx.dist.world_size / max(timings["train_s"], 1e-9),
-                             "completed": state.flops if flops_budget else state.episode,
-                       "unit": "flops" if flops_budget else "episodes"})
+        progress = {**record, "samples_per_s": state.samples * ctx.dist.world_size / max(timings["train_s"], 1e-9),
+                    "completed": state.flops if flops_budget else state.episode,
+                    "unit": "flops" if flops_budget else "episodes"}
+        ctx.emit("episode", progress)
         if ctx.dist.is_main:  # observers see the run once, not once per rank
             call_observers("on_episode_end", episode=episode + 1, arm=arm, reward=record["reward"],
                            probe_loss=record["probe_loss"],
                            state={"step": state.step, "losses": record["train"], "posterior": record["posterior"]})
+            ctx.trackers.log_episode(progress, [arm_name(a) for a in ctx.arms])  # one host transfer per episode
         every = train["checkpoint_every"]
         if every and (episode + 1) % every == 0 and not run_finished(ctx):
             save_checkpoint(ctx)  # every rank: counters are summed (and FSDP shards gathered); rank 0 writes
@@ -906,6 +914,7 @@ def finish(ctx: RunContext) -> dict[str, Any]:
         evaluation, error, cause = {}, _one_line(exc), exc
     report = build_report(ctx, evaluation, error=error)
     write_reports(report, ctx.out_dir)
+    ctx.trackers.log_run_end(report, ctx.out_dir)  # evaluation, sizes; report.html as an artifact
     if error is not None:
         raise DistillctlError(f"evaluation failed after the student was saved ({ctx.out_dir}/student.safetensors, "
                               f"report.json): {error}") from cause  # DISTILLCTL_DEBUG=1: the evaluator's traceback
@@ -941,7 +950,7 @@ class Run:
     def execute(self) -> dict[str, Any]:
         ctx = self.ctx
         preflight(ctx)
-        with _out_dir_guard(ctx):
+        with _out_dir_guard(ctx), _tracking(ctx):
             build_models(ctx)
             build_probe_set(ctx)
             build_training(ctx)
@@ -950,6 +959,21 @@ class Run:
             report = finish(ctx)
         distributed.shutdown()
         return report
+
+
+@contextlib.contextmanager
+def _tracking(ctx: RunContext) -> Iterator[None]:
+    """The trackers' run (``--report-to``), inside the folder's session: started before any model is built
+    (config as hyperparameters), finished when the run ends; their local logs are kept if the run fails."""
+    if not ctx.trackers:
+        yield
+        return
+    with ctx.trackers.session(out_dir=ctx.out_dir, run_name=ctx.out_dir.resolve().name, config=ctx.cfg):
+        assert ctx.rundir is not None
+        for path in ctx.trackers.log_dirs:  # what a failed run leaves is what you want to look at
+            with contextlib.suppress(ValueError):
+                ctx.rundir.keep_on_failure.add(path.resolve().relative_to(ctx.out_dir.resolve()).parts[0])
+        yield
 
 
 def run(cfg: dict[str, Any], out_dir: Path, *, overwrite: bool = False, resume: bool = False,

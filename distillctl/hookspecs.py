@@ -152,6 +152,32 @@ def register_families(register: Register) -> None:
 
 
 @hookspec
+def register_trackers(register: Register) -> None:
+    """Register experiment trackers (``--report-to NAME``, ``train.report_to``).
+
+    Factory signature: ``factory(**options) -> Tracker`` (options from ``train.report_options.NAME``).
+    Called at start-up, on the main process only, before any model is built: import the tracking library
+    here and raise :class:`distillctl.trackers.TrackerError` (one line, with the install command) when it
+    is missing. Write nothing until ``start``. The tracker:
+
+    * ``name: str``
+    * ``start(*, out_dir, run_name, config)`` -- open the run, log ``config`` (the resolved run config)
+      as hyperparameters; raising here (no login, server unreachable) stops the run in one line, still
+      before any model is built. Local logs go under ``out_dir`` unless an option says otherwise.
+    * ``log_metrics(metrics: dict[str, float], step: int)`` -- called in step order: per-step ``train/*``
+      terms and ``train/lr`` (delivered once per episode, each at its own step), per-episode ``episode/*``,
+      ``probe/*``, ``posterior/<arm>/*``, and at the end ``eval/student/*``, ``eval/teacher/*``, ``sizes/*``.
+    * ``finish(*, failed: bool)`` -- close the run (also when the run failed).
+    * optional: ``log_artifact(path)`` (``report.html``, ``report.json``), ``log_summary(metrics)``,
+      ``log_text(tag, text, step)``, ``local_dirs() -> list[Path]`` (folders under ``out_dir`` it writes:
+      kept when a run fails), ``location`` (shown at start-up).
+
+    After ``start``, an exception from a tracker is one warning line and the tracker is dropped: a tracker
+    never loses a run. Conformance: :func:`distillctl.testing.check_tracker`.
+    """
+
+
+@hookspec
 def on_episode_end(episode: int, arm: tuple[str, ...], reward: float, probe_loss: float, state: dict[str, Any]) -> None:
     """Observer: called after every distillation episode (on the main process only).
 

@@ -32,6 +32,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "distillctl.default_plugins.datasets",
     "distillctl.default_plugins.evaluators",
     "distillctl.default_plugins.families",
+    "distillctl.default_plugins.trackers",
 )
 
 # hook name -> registry kind (singular, used in messages and the plugins table)
@@ -43,6 +44,7 @@ KINDS: dict[str, str] = {
     "register_datasets": "dataset",
     "register_evaluators": "evaluator",
     "register_families": "family",
+    "register_trackers": "tracker",
 }
 
 

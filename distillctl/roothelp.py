@@ -28,6 +28,8 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("Distillation", "compare", "Run policies x seeds on the same budget and compare them (mean ± std)."),
     ("Distillation", "simulate", "Run policies against synthetic non-stationary bandits (no torch): regret and best-arm share."),
     ("Distillation", "report", "Re-render a run's terminal tables, report.md and report.html from its report.json (default: all three)."),
+    ("Sharing", "export", "Re-export a finished student: another dtype (fp16 halves the file), or the Hugging Face Hub layout."),
+    ("Sharing", "push", "Upload a student to the Hugging Face Hub in open_clip's layout, with a generated model card."),
 )
 
 

@@ -77,6 +77,7 @@ class RunDir:
         self.exported = False
         self._created = False
         self._before: set[str] = set()
+        self.keep_on_failure: set[str] = set()  # top-level names a failed run keeps (its trackers' local logs)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -286,7 +287,7 @@ class RunDir:
             shutil.rmtree(self.out / PREVIOUS, ignore_errors=True)
             return
         keep_ckpt = checkpoint.exists(self.checkpoint_dir)
-        keep = {LOCK_NAME, PREVIOUS, INCOMING}
+        keep = {LOCK_NAME, PREVIOUS, INCOMING, *self.keep_on_failure}
         if keep_ckpt:
             keep |= {self.checkpoint_dir.name, "run.toml"}  # what --resume needs
         for p in self.out.iterdir():

@@ -17,6 +17,9 @@ Plugin authors import this in their own tests (pytest or not); every built-in pa
         testing.check_family(MyFamily(), teacher, splitter=my_splitter(), tmp_dir=tmp_path)
         testing.check_evaluator(retrieval, MyFamily(), teacher, testing.tiny_shapes())
 
+    def test_my_tracker(tmp_path):
+        testing.check_tracker(make_my_tracker, tmp_path / "out", project="test")  # start/log/finish
+
     def test_my_components_distill(tmp_path, use_plugins):                    # the real engine, 2 episodes
         report = testing.run_tiny_distill(tmp_path / "run", teacher="mine", student="mine-small")
 
@@ -53,6 +56,7 @@ __all__ = [
     "check_family",
     "check_plugin",
     "check_policy",
+    "check_tracker",
     "check_triple",
     "registered",
     "run_tiny_distill",
@@ -744,6 +748,49 @@ def check_evaluator(
         _check(metrics or pair, what, "evaluate() and evaluate_pair() returned no metric")
         metrics = {**metrics, **pair}
     return dict(metrics)
+
+
+# =========================================================================== trackers
+def check_tracker(factory: Callable[..., Any] | str, out_dir: str | Path, **options: Any) -> list[str]:
+    """A tracker against the contract of ``register_trackers``; returns the files it wrote under ``out_dir``.
+
+    ``factory(**options)`` writes nothing (it runs at start-up, before the run's folder is set up); ``name`` is
+    a non-empty str; ``start(out_dir=, run_name=, config=)`` takes a whole run config; ``log_metrics`` takes
+    per-step values, then per-episode values at the same step, then the evaluation; the optional
+    ``log_text``, ``log_summary``, ``log_artifact`` (a small HTML file) and ``local_dirs`` work; ``finish(failed=False)``
+    closes the run. Run it with the tracker's offline settings (e.g. ``WANDB_MODE=offline``).
+    """
+    from distillctl.config import default_config, merge
+
+    out = Path(out_dir)
+    tracker = _make(factory, "tracker", **options)
+    what = _label(tracker, "tracker")
+    _check(isinstance(getattr(tracker, "name", None), str) and tracker.name, what, "must have a non-empty str .name")
+    _check(not out.exists() or not any(out.rglob("*")), what, "the factory wrote files: write nothing before start()")
+    for method in ("start", "log_metrics", "finish"):
+        _check(callable(getattr(tracker, method, None)), what, f"has no {method}() method")
+    out.mkdir(parents=True, exist_ok=True)
+    config = merge(default_config(), {"teacher": {"name": "quickstart"}, "train": {"report_to": [tracker.name]}})
+    tracker.start(out_dir=out, run_name=out.name, config=config)
+    for step in (1, 2):
+        tracker.log_metrics({"train/total": 3.0 - step, "train/lw.vision": 0.5 / step, "train/lr": 1e-3 * step}, step)
+    tracker.log_metrics({"episode/reward": 0.1, "episode/arm_index": 0.0, "episode/arm/vision": 1.0,
+                         "posterior/vision/mean": 0.1}, 2)
+    if hasattr(tracker, "log_text"):
+        tracker.log_text("episode/arm_name", "episode 1: vision", 2)
+    final = {"eval/student/i2t_r1": 0.5, "eval/student/text_retrieval_recall@1": 0.5, "sizes/compression": 2.0}
+    tracker.log_metrics(final, 2)
+    if hasattr(tracker, "log_summary"):
+        tracker.log_summary(final)
+    if hasattr(tracker, "log_artifact"):
+        page = out / "report.html"
+        page.write_text("<!doctype html><title>report</title>", encoding="utf-8")
+        tracker.log_artifact(page)
+    if hasattr(tracker, "local_dirs"):
+        dirs = tracker.local_dirs()
+        _check(isinstance(dirs, list) and all(isinstance(d, Path) for d in dirs), what, "local_dirs() must return a list of Paths")
+    tracker.finish(failed=False)
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != "report.html")
 
 
 # =========================================================================== the real engine

@@ -363,7 +363,7 @@ def test_preset_header_parsing(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- start-up cost
-HEAVY = ("torch", "open_clip", "timm", "safetensors")
+HEAVY = ("torch", "open_clip", "timm", "safetensors", "wandb", "mlflow", "tensorboard", "huggingface_hub")
 
 _PROBE = """
 import json, sys
@@ -372,7 +372,8 @@ from distillctl.cli import app
 runner = CliRunner()
 codes = {}
 for args in (["--help"], ["--version"], ["plugins"], ["plugins", "--json"], ["presets", "list"],
-             ["presets", "show", "smoke"], ["presets", "validate", "smoke"]):
+             ["presets", "show", "smoke"], ["presets", "validate", "smoke"], ["export", "--help"], ["push", "--help"],
+             ["presets", "validate", "smoke", "--set", "train.report_to=tensorboard,wandb,mlflow"]):
     codes[" ".join(args)] = runner.invoke(app, args).exit_code
 print(json.dumps({"codes": codes, "heavy": [m for m in HEAVY if m in sys.modules]}))
 """
@@ -389,7 +390,8 @@ def test_light_commands_do_not_import_torch() -> None:
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout.strip().splitlines()[-1])
     assert doc["heavy"] == [], f"imported at start-up: {doc['heavy']} (import them inside factories / command bodies)"
-    for args in ("--help", "--version", "plugins", "plugins --json", "presets list", "presets show smoke"):
+    for args in ("--help", "--version", "plugins", "plugins --json", "presets list", "presets show smoke", "export --help",
+                 "push --help", "presets validate smoke --set train.report_to=tensorboard,wandb,mlflow"):
         assert doc["codes"][args] == 0, (args, doc["codes"])
 
 

@@ -24,7 +24,10 @@ from distillctl import engine
 from distillctl.cli.distill_cmd import build_config
 
 DATA = Path(__file__).parent / "data" / "quickstart_v01_fixed_order.json"
-OVERRIDES = ["train.episodes=4", "eval.samples=200", "data.workers=0", "loss.warmup_rewards=true", "loss.reward_loss=total"]
+# v0.1's quickstart ran full steps for a number of steps (the preset now runs module-local steps on a compute
+# budget): train.forward = full and train.budget = steps with 10-step episodes are the run v0.1 recorded
+OVERRIDES = ["train.episodes=4", "train.episode_steps=10", "train.forward=full", "train.budget=steps", "eval.samples=200",
+             "data.workers=0", "loss.warmup_rewards=true", "loss.reward_loss=total"]
 
 
 def numbers(report: dict) -> dict:
@@ -57,6 +60,7 @@ def test_full_quickstart_run_lowers_its_probe_loss(tmp_path: Path) -> None:
     """The bundled quickstart preset as a user runs it: the final probe loss is below the initial one."""
     cfg, _ = build_config("quickstart", {}, ["eval.evaluators=[]"])
     report = engine.run(cfg, tmp_path / "qs")
-    assert report["steps"] == cfg["train"]["episodes"] * cfg["train"]["episode_steps"]
+    c = report["compute"]  # the preset's budget: what episodes x episode_steps full steps cost, all spent
+    assert c["spent_flops"] >= c["budget_flops"] == cfg["train"]["episodes"] * cfg["train"]["episode_steps"] * c["full_step_flops"]
     assert report["final_probe"]["total"] < report["initial_probe"]["total"]
     assert all(e["probe_loss"] < report["initial_probe"]["total"] for e in report["episodes"])

@@ -25,7 +25,8 @@ from distillctl import __version__
 from distillctl.cli._common import debug_enabled, report_error
 from distillctl.errors import DistillctlError
 
-COMMAND_MODULES: tuple[str, ...] = ("distill_cmd", "eval_cmd", "compare_cmd", "simulate_cmd", "plugins_cmd", "presets_cmd", "inspect_cmd", "report_cmd")
+COMMAND_MODULES: tuple[str, ...] = ("distill_cmd", "eval_cmd", "compare_cmd", "simulate_cmd", "plugins_cmd", "presets_cmd", "inspect_cmd",
+                                     "report_cmd", "share_cmd")
 
 
 class DistillctlGroup(TyperGroup):

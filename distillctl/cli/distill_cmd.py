@@ -63,6 +63,8 @@ def register(app: typer.Typer) -> None:
         precision: Annotated[str | None, typer.Option(help="fp32 | bf16 (autocast).")] = None,
         seed: Annotated[int | None, typer.Option(help="Seed for data order, init and policy.")] = None,
         export_dtype: Annotated[str | None, typer.Option(help="Dtype of student.safetensors: fp32 | bf16 | fp16.")] = None,
+        report_to: Annotated[str | None, typer.Option("--report-to", help="Log the run live to trackers: comma-separated "
+                                                      "tensorboard, wandb, mlflow (train.report_to).")] = None,
         out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (default: runs/<preset>-<time>).")] = None,
         overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
         resume: Annotated[bool, typer.Option(help="Continue the unfinished run in --out from its last checkpoint.")] = False,
@@ -88,7 +90,8 @@ def register(app: typer.Typer) -> None:
             "policy": {"name": policy, "arms": arms},
             "data": {"name": data},
             "train": {"episodes": episodes, "episode_steps": episode_steps, "batch_size": batch_size, "lr": lr,
-                      "device": device, "precision": precision, "seed": seed, "fsdp": True if fsdp else None},
+                      "device": device, "precision": precision, "seed": seed, "fsdp": True if fsdp else None,
+                      "report_to": report_to},
             "export": {"dtype": export_dtype},
         }
         if resume:

@@ -26,9 +26,21 @@ def _student_file(model: str) -> Path | None:
     p = Path(spec).expanduser()
     if p.is_file() and p.suffix == ".safetensors":
         return p
-    if p.is_dir() and (p / "student.safetensors").is_file():
-        return p / "student.safetensors"
+    for name in ("student.safetensors", "open_clip_model.safetensors"):  # a run / export folder, or `export --hf`'s layout
+        if p.is_dir() and (p / name).is_file() and (name == "student.safetensors" or _is_distillctl_export(p / name)):
+            return p / name
     return None
+
+
+def _is_distillctl_export(path: Path) -> bool:
+    """A safetensors file distillctl wrote (its metadata holds the model config)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return "model_config" in (f.metadata() or {})
+    except Exception:  # noqa: BLE001 - not readable as safetensors: not ours
+        return False
 
 
 def _looks_like_path(model: str) -> bool:

@@ -33,12 +33,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reward_snr import snr  # noqa: E402
 
 POLICIES = "optima,optima@combinations,uniform,fixed-order,fixed-order@all"
+# every preset on the same budget: what 150 full all-module steps cost (quickstart itself now runs 18 x 5)
+EXTRA = {"quickstart": ["train.episodes=15", "train.episode_steps=10"]}
 EXE = Path(sys.executable).with_name("distillctl")
 
 
 def run_compare(preset: str, out: Path, seeds: str) -> None:
     cmd = [str(EXE), "compare", "--preset", preset, "--policies", POLICIES, "--seeds", seeds, "--budget", "flops",
            "--set", "train.forward=arm", "--set", "train.threads=1", "--set", "eval.teacher=false",
+           *(x for kv in EXTRA.get(preset, []) for x in ("--set", kv)),
            "--out", str(out), "--overwrite", "--quiet"]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
