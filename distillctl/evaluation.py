@@ -9,7 +9,7 @@
 
 Models are reached only through their family's evaluation forwards (``encode_image``,
 ``encode_text``, ``caption_logits``, ``caption_start`` / ``caption_step``), so every function here
-works for any family that provides them. ``family=None`` means CoCa (the quickstart training script).
+works for any family that provides them; ``family`` is always given (no model library is assumed here).
 """
 
 from __future__ import annotations
@@ -51,12 +51,6 @@ def collect(dataset: Any, indices: Sequence[int], transform: Callable[..., torch
     return images, tokenizer(captions), captions
 
 
-def _coca_family() -> Any:
-    from distillctl.coca.family import CocaFamily
-
-    return CocaFamily()
-
-
 @torch.no_grad()
 def encode(
     model: torch.nn.Module,
@@ -66,10 +60,9 @@ def encode(
     batch_size: int = 250,
     device: str | torch.device = "cpu",
     autocast_dtype: torch.dtype | None = None,
-    family: Any = None,
+    family: Any,
 ) -> Encoded:
     """Features for retrieval (and teacher-forced token accuracy where the family has caption logits)."""
-    family = family or _coca_family()
     was_training = model.training
     model.eval()
     dev = torch.device(device)
@@ -124,10 +117,9 @@ def greedy_captions(
     min_len: int = 2,
     batch_size: int = 250,
     device: str | torch.device = "cpu",
-    family: Any = None,
+    family: Any,
 ) -> list[list[int]]:
     """Greedy decoding through the family's ``caption_start`` / ``caption_step``; token ids after <sot> up to <eot>."""
-    family = family or _coca_family()
     was_training = model.training
     model.eval()
     dev = torch.device(device)
@@ -171,7 +163,7 @@ def caption_scores(references: Sequence[str], hypotheses: Sequence[str]) -> dict
 
 def caption_metrics(
     model: torch.nn.Module, images: torch.Tensor, references: Sequence[str], tokenizer: Any,
-    *, device: str | torch.device = "cpu", family: Any = None,
+    *, family: Any, device: str | torch.device = "cpu",
 ) -> dict[str, float]:
     """Greedy-decode ``images`` and score the captions against ``references``."""
     ids = greedy_captions(model, images, sot=tokenizer.sot_token_id, eot=tokenizer.eot_token_id,
@@ -189,7 +181,7 @@ def full_eval(
     captions: int = 0,
     group: int = 100,
     device: str | torch.device = "cpu",
-    family: Any = None,
+    family: Any,
 ) -> dict[str, float]:
     """Retrieval R@1 (within groups of ``group``), teacher-forced token accuracy, and greedy captions
     on the first ``captions`` samples (0 = skip decoding)."""
@@ -397,7 +389,7 @@ def beam_captions(
     min_len: int = 2,
     batch_size: int = 64,
     device: str | torch.device = "cpu",
-    family: Any = None,
+    family: Any,
 ) -> list[list[int]]:
     """Beam search through ``caption_start`` / ``caption_step``; token ids after <sot> up to <eot>.
 
@@ -406,7 +398,6 @@ def beam_captions(
     ``beams`` hypotheses have ended; at ``max_len`` the open beams are ended. With ``beams=1`` this
     is greedy decoding.
     """
-    family = family or _coca_family()
     if beams < 1:
         raise ValueError("beams must be at least 1")
     was_training = model.training

@@ -63,7 +63,8 @@ def register_teachers(register: Register) -> None:
         factory(*, weights: str | None = None, device: str = "cpu", **options) -> Teacher
 
     ``weights`` is the user's ``--teacher-weights`` (a path, ``local-dir:DIR``, a pretrained tag,
-    ``random``) or None for the teacher's default. Returns a :class:`distillctl.interfaces.Teacher`.
+    ``random``) or None for the teacher's default. Returns a :class:`distillctl.interfaces.Teacher`
+    that names the registered ``family`` and ``splitter`` understanding the model (both required).
 
     Optional: ``factory.preflight(weights=..., **options)``, a cheap check that imports no torch,
     called before anything heavy is imported or built, so that weights that cannot be had fail

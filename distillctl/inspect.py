@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 from distillctl.errors import ConfigError, UsageError
+from distillctl.torch_utils import count_params, model_device
 
 RESERVED = {"weights", "device", "teacher", "splitter", "arms", "seed", "split", "variant", "name"}
 GIB = 1024**3
@@ -80,8 +81,6 @@ def _probe_shapes(model: Any, teacher: Any, family: Any, paths: list[str], batch
     path, the output length, width and key/value length (cross-attention); plus the logits' numel."""
     import torch
 
-    from distillctl.students import model_device
-
     device = model_device(model)
     inputs = family.dummy_inputs(teacher, batch, device)
     modules = dict(model.named_modules())
@@ -126,11 +125,6 @@ def _probe_shapes(model: Any, teacher: Any, family: Any, paths: list[str], batch
             hd.remove()
     logits = out.get("logits") if isinstance(out, dict) else None
     return seen, (int(logits.numel()) if logits is not None else None)
-
-
-def count_params(model: Any, prefix: str = "") -> int:
-    """Parameters whose name starts with ``prefix`` (works on meta models)."""
-    return sum(p.numel() for n, p in model.named_parameters() if n.startswith(prefix))
 
 
 def _describe(model: Any, splitter: Any, teacher: Any, family: Any, batch: int) -> tuple[dict[str, Any], int | None]:
@@ -236,10 +230,12 @@ def inspect_document(teacher_name: str, student_name: str | None, overrides: lis
     notes: list[str] = []
     teacher, built_on = _build_teacher(teacher_name, dict(t_opts), notes)
     sp_opts = tables.get("splitter", {})
-    splitter_name = str(sp_opts.pop("name", getattr(teacher, "splitter", "coca")))
+    splitter_name = str(sp_opts.pop("name", "auto"))
+    splitter_name = teacher.splitter if splitter_name == "auto" else splitter_name  # auto: the one the teacher names
     splitter = registry("splitter").create(splitter_name, **sp_opts)
     fam_opts = tables.get("family", {})
-    family = registry("family").create(str(fam_opts.pop("name", getattr(teacher, "family", "coca"))), **fam_opts)
+    family_name = str(fam_opts.pop("name", "auto"))
+    family = registry("family").create(teacher.family if family_name == "auto" else family_name, **fam_opts)
 
     t_desc, t_logits = _describe(teacher.model, splitter, teacher, family, batch_size)
     doc: dict[str, Any] = {

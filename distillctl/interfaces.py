@@ -64,6 +64,7 @@ class Teacher:
     """A loaded model bundle: model + tokenizer + image transform + what export needs.
 
     Used for teachers and for exported students rebuilt by :meth:`Family.load` (``distillctl eval``).
+    ``family`` and ``splitter`` are required keyword arguments (the registered names that understand the model).
     """
 
     name: str
@@ -74,10 +75,20 @@ class Teacher:
     preprocess_config: dict[str, Any]  # preprocess cfg (size, mean, std, interpolation, ...)
     weights: str  # what was loaded: path, tag, "bundled", "random"
     weights_hash: str  # sha256 of the weights file (or of the state dict for random)
-    splitter: str = "coca"  # the splitter that understands this model
+    # required, by keyword: the registered family (forward, losses, export) and splitter that understand this
+    # model; `[family] name = "auto"` / `[splitter] name = "auto"` resolve to them. No default: a bundle that
+    # forgot them would silently be run as a CoCa (0.1 defaulted both to "coca").
+    family: str = field(kw_only=True)
+    splitter: str = field(kw_only=True)
     tokenizer_config: dict[str, Any] = field(default_factory=dict)  # how to rebuild the tokenizer
-    family: str = "coca"  # the model family (forward, losses, export) of this model
     extra: dict[str, Any] = field(default_factory=dict)  # family-specific facts (e.g. class names)
+
+    def __post_init__(self) -> None:
+        for key in ("family", "splitter"):
+            value = getattr(self, key)
+            if not isinstance(value, str) or not value.strip():
+                raise TypeError(f"Teacher {self.name!r}: {key} must be the name of a registered {key} "
+                                f"(e.g. {key}=\"coca\"), got {value!r}")
 
 
 ModelBundle = Teacher  # the same record describes any loaded model

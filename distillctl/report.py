@@ -216,7 +216,7 @@ def print_run_summary(report: dict[str, Any], out_dir: Path, quiet: bool = False
     """The terminal view of a run: rich tables (arms, probe loss, size, eval), or one line when ``quiet``."""
     from rich.table import Table
 
-    from distillctl.cli._common import console
+    from distillctl.terminal import console
 
     con = console()
     rows = eval_rows(report)

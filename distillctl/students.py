@@ -18,6 +18,7 @@ import torch
 
 from distillctl.errors import DistillctlError
 from distillctl.interfaces import Module, Splitter, Student, Teacher
+from distillctl.torch_utils import model_device
 
 
 def module_depths(modules: Sequence[Module]) -> dict[str, int]:
@@ -115,12 +116,6 @@ def copy_kept_layers(teacher: torch.nn.Module, student: torch.nn.Module, index_m
             raise DistillctlError(f"layer-subset: the teacher has no weight {src!r} for the student's {k!r}.")
         new[k] = tsd[src].detach().clone()
     student.load_state_dict(new, strict=True)
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
 
 
 def layer_subset_student(

@@ -456,8 +456,8 @@ def check_family(
     ``kd_terms`` (of a trainable copy against the teacher) are dicts of finite 0-dim tensors that carry
     gradients, and backward reaches the copy's parameters; with ``splitter``, ``position_mask`` of
     every module is None or bool ``[B, L]`` matching that module's layer outputs; ``export`` writes
-    ``student.safetensors`` whose metadata names the family, and ``load`` rebuilds a bundle whose
-    forward is identical; ``build(model_config)`` makes a model with the same state-dict keys and shapes;
+    ``student.safetensors`` whose metadata names the family, and ``load`` rebuilds a bundle (naming the
+    family, and the teacher's splitter) whose forward is identical; ``build(model_config)`` makes a model with the same state-dict keys and shapes;
     the optional methods (``with_depths``, ``encode_image`` / ``encode_text``, ``dummy_inputs``) behave when
     present; ``evaluators`` are registered evaluator names (``registered_evaluators=False`` skips that, for a
     family tested without the plugin that brings its evaluators). With ``splitter`` and a ``step_plan``
@@ -534,6 +534,9 @@ def check_family(
         loaded = family.load(path, "cpu")
     _check(isinstance(loaded, Teacher), what, f"load() must return a Teacher bundle, got {type(loaded).__name__}")
     _check(loaded.family == family.name, what, f"load(): bundle.family must be {family.name!r}, got {loaded.family!r}")
+    _check(loaded.splitter == bundle.splitter, what,
+           f"load(): bundle.splitter must be the teacher's {bundle.splitter!r} (evaluators split the loaded student "
+           f"with it), got {loaded.splitter!r}")
     _check(not loaded.model.training, what, "load(): the model must be in eval mode")
     reinputs = family.inputs(tiny_batch(loaded, dataset, batch_size), "cpu")
     _check(_outputs_equal(inputs, reinputs) is None, what,

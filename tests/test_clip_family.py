@@ -232,7 +232,7 @@ def test_layer_subset_student_and_incompatible_grids(tiny: Any) -> None:
 
 def test_config_student_builds_a_narrower_clip(tiny: Any) -> None:
     from distillctl.clip.splitter import ClipSplitter
-    from distillctl.coca.students import config_student
+    from distillctl.default_plugins.students import config as config_student  # the built-in ``config`` student
 
     student = config_student(tiny, ClipSplitter(), config={"embed_dim": 32, "text_cfg": {"width": 32, "layers": 2},
                                                            "vision_cfg": {"width": 48, "head_width": 24, "layers": 2}})

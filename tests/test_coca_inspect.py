@@ -67,6 +67,13 @@ def test_inspect_layer_subset_ratio_and_table() -> None:
     assert "12 x 1024" in table.stdout and "estimated training memory" in table.stdout
 
 
+def test_inspect_auto_names_the_teachers_family_and_splitter() -> None:
+    # `auto` (the config default) is what the teacher's bundle names, as in `distill`
+    auto = _json("--teacher", "clip-tiny", "--set", "splitter.name=auto", "--set", "family.name=auto")
+    plain = _json("--teacher", "clip-tiny")
+    assert [m["name"] for m in auto["teacher"]["modules"]] == [m["name"] for m in plain["teacher"]["modules"]] == ["vision", "text"]
+
+
 def test_inspect_config_student_lists_projections(tmp_path) -> None:
     student_cfg = tmp_path / "s.json"
     from distillctl.coca.models import builtin_model_config

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from distillctl.data import SkipItem
-from distillctl.data.files import CocoDataset, CsvDataset, FolderDataset, split_range
+from distillctl.data.files import CocoDataset, CsvDataset, FolderDataset, Split, split_range
 from distillctl.data.loader import (
     Batch,
     BatchSampler,
@@ -308,9 +308,25 @@ def test_split_partition_is_deterministic_and_disjoint():
         split_range(10, "hard")
 
 
+@pytest.mark.parametrize("source", ["csv", "coco", "folder"])
+def test_file_sources_share_one_split_definition(source: str, mixed_csv: Path, tmp_path: Path) -> None:
+    from distillctl.plugins import load_plugins
+
+    entry = load_plugins(include_entry_points=False).registry("dataset").get(source)
+    options, types = entry.options(), entry.option_types()
+    assert options["split"] == "train" and options["val_fraction"] == options["test_fraction"] == 0.05
+    assert types["val_fraction"] is float and types["test_fraction"] is float and types["split"] is str
+    assert entry.check_option("test_fraction", "a lot") == "expected number, got str 'a lot'"
+    with pytest.raises(DataError, match=r"data.val_fraction must be a number in \[0, 1\), got 1.5"):
+        entry.factory(path=str(tmp_path / "not-read-yet"), val_fraction=1.5)  # before any file is looked at
+    if source == "csv":
+        ds = entry.factory(path=str(mixed_csv), split="test", val_fraction=0.25, test_fraction=0.25)
+        assert len(ds) == 2 and ds.split == "test"
+
+
 def test_file_source_split(mixed_csv: Path):
-    train = CsvDataset(mixed_csv, split="train", val_fraction=0.25, test_fraction=0.25)
-    test = CsvDataset(mixed_csv, split="test", val_fraction=0.25, test_fraction=0.25)
+    train = CsvDataset(mixed_csv, split=Split("train", val_fraction=0.25, test_fraction=0.25))
+    test = CsvDataset(mixed_csv, split=Split("test", val_fraction=0.25, test_fraction=0.25))
     assert len(train) == 4 and len(test) == 2
     assert train[0].caption == "a red square"
     assert "split test: 2 of 8 rows" in test.describe()

@@ -69,6 +69,7 @@ def test_changelog_has_the_release_and_a_fresh_unreleased_on_top() -> None:
         ("`position_mask` moved from the splitter to the family", "Family.position_mask(module, inputs)"),
         ("`loss.caption_weight` moved to `[family]`", "[family]"),
         ("New built-in `clip` splitter", "PLUGIN/clip"),
+        ("`Teacher` (`ModelBundle`) takes `family` and `splitter`", 'family="<your family>", splitter="<your splitter>"'),
     ],
 )
 def test_changelog_breaking_section_lists_each_plugin_api_break_with_its_migration(topic: str, migration: str) -> None:

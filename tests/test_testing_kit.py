@@ -206,6 +206,19 @@ def test_check_family_catches_an_export_that_forgets_the_family(bundles: dict[st
         testing.check_family(Forgetful(), _bundle(bundles, "coca"), tmp_dir=tmp_path, registered_evaluators=False)
 
 
+def test_check_family_catches_a_load_that_names_another_splitter(bundles: dict[str, Any], tmp_path: Path) -> None:
+    import dataclasses
+
+    from distillctl.coca.family import CocaFamily
+
+    class WrongSplitter(CocaFamily):
+        def load(self, path: Any, device: str = "cpu") -> Any:  # e.g. a bundle built by hand, splitter copy-pasted
+            return dataclasses.replace(super().load(path, device), splitter="clip")
+
+    with pytest.raises(AssertionError, match="bundle.splitter must be the teacher's 'coca'.*got 'clip'"):
+        testing.check_family(WrongSplitter(), _bundle(bundles, "coca"), tmp_dir=tmp_path, registered_evaluators=False)
+
+
 def test_check_family_catches_a_step_plan_that_runs_the_wrong_tower(bundles: dict[str, Any], tmp_path: Path) -> None:
     from distillctl.coca.family import CocaFamily
     from distillctl.interfaces import StepPlan

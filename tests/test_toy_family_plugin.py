@@ -1,22 +1,19 @@
-"""A whole new model family as a plugin: ``tests/plugin_pkgs/distillctl-toy-family`` (plain torch, no
+"""A whole new model family as a plugin: ``plugins/distillctl-toy-family`` (plain torch, no
 open_clip) brings a family, a teacher, a student and a splitter, and ``distill``, ``eval``, ``inspect``
 and ``compare`` work on it through the CLI with no change to distillctl.
 
 The fast tests register the package's module in-process (``use_plugins``) and drive the Typer app with
 ``CliRunner``; the slow ones pip-install the package into a fresh venv (offline, this environment's
-packages visible through a ``.pth`` file, as in ``test_third_party_plugin.py``) and run the real
+packages visible through a ``.pth`` file: ``tests/venvs.py``) and run the real
 ``python -m distillctl``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import site
 import subprocess
 import sys
-import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,7 @@ from typer.testing import CliRunner
 
 from distillctl.cli import app
 
-PKG = Path(__file__).resolve().parent / "plugin_pkgs" / "distillctl-toy-family"
+PKG = Path(__file__).resolve().parent.parent / "plugins" / "distillctl-toy-family"
 
 TINY = ["--set", "train.probe_batches=1", "--set", "eval.samples=100", "--set", "train.threads=1"]
 DISTILL = ["distill", "--teacher", "toy", "--student", "toy-half", "--data", "shapes", "--episodes", "2",
@@ -77,37 +74,24 @@ def test_distill_eval_compare_inspect_in_process(toy_module: Any, tmp_path: Path
 
 
 # ---------------------------------------------------------------- installed into a venv (slow)
-def _run(cmd: list[str], env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISTILLCTL_", "PIP_", "VIRTUAL_ENV", "PYTHONPATH"))}
-    env.update(HF_HUB_OFFLINE="1", PIP_DISABLE_PIP_VERSION_CHECK="1", COLUMNS="200", OMP_NUM_THREADS="1", **extra)
-    return env
-
-
 @pytest.fixture(scope="module")
 def toy_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv with distillctl-toy-family installed; distillctl and torch come from this venv."""
+    """A fresh venv with distillctl-toy-family installed; distillctl and torch come from this venv (a copy of
+    the toy family that CI installed here is hidden)."""
+    from venvs import make_venv, pip_install
+
     root = tmp_path_factory.mktemp("toyfamily")
     src = root / "src"
-    shutil.copytree(PKG, src, ignore=shutil.ignore_patterns("__pycache__", "tests"))  # no build/ left in the repo
-    venv = root / "venv"
-    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], _env())
-    py = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    purelib = _run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], _env()).stdout.strip()
-    parents = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()])
-    lines = [f"import site; site.addsitedir({p!r})" for p in parents if Path(p).is_dir()]
-    (Path(purelib) / "_distillctl_parent_env.pth").write_text("\n".join(lines) + "\n")
-    _run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--no-build-isolation", str(src)], _env())
+    shutil.copytree(PKG, src, ignore=shutil.ignore_patterns("__pycache__", "tests", "build", "*.egg-info"))
+    py = make_venv(root, hide=("distillctl_toy_family",))
+    pip_install(py, src)
     return py
 
 
 def _cli(py: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    return _run([str(py), "-m", "distillctl", *args], _env(), timeout=timeout)
+    from venvs import run
+
+    return run([str(py), "-m", "distillctl", *args], timeout=timeout)
 
 
 @pytest.mark.slow

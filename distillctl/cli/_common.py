@@ -6,28 +6,11 @@ Everything here imports only typer / rich: ``distillctl --help`` must never impo
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from distillctl.errors import ConfigError, DistillctlError
 from distillctl.errors import debug_enabled as debug_enabled  # re-exported: one definition, in errors.py
-
-if TYPE_CHECKING:  # pragma: no cover
-    from rich.console import Console
-
-
-def console(*, stderr: bool = False) -> "Console":
-    """A rich console bound to the *current* stdout/stderr (so CliRunner captures it).
-
-    When the stream is not a terminal (a log, a pipe, CI), lines of text are not wrapped at rich's
-    80-column default (``soft_wrap``): a ``--quiet`` line stays one line for ``grep``. Tables still
-    fit the width (``COLUMNS``, else 80), so they stay readable.
-    """
-    from rich.console import Console
-
-    con = Console(stderr=stderr, highlight=False)
-    if not con.is_terminal:
-        con.soft_wrap = True
-    return con
+from distillctl.terminal import console as console  # re-exported: one definition, in terminal.py
 
 
 def echo_json(doc: Any) -> None:

@@ -23,7 +23,7 @@ from distillctl.clip.splitter import ClipSplitter, text_has_cls
 from distillctl.errors import DistillctlError
 from distillctl.interfaces import StepPlan, Teacher
 from distillctl.losses import contrastive_kl, embedding_cos_terms, similarity
-from distillctl.openclip_common import OpenClipFamilyMixin
+from distillctl.openclip.family import OpenClipFamilyMixin
 
 MODULE_CFG = {"vision": "vision_cfg", "text": "text_cfg"}
 
@@ -48,11 +48,7 @@ class ClipFamily(OpenClipFamilyMixin):
         self._text_cls = False  # CustomTextCLIP with embed_cls: text blocks see L+1 positions (set by forward)
 
     # ------------------------------------------------------------------ training
-    def inputs(self, batch: Any, device: Any) -> dict[str, torch.Tensor]:
-        if batch.text is None:
-            raise DistillctlError("the clip family needs captions: the teacher has no tokenizer.")
-        return {"image": batch.images.to(device, non_blocking=True),  # [B, 3, H, W]
-                "text": batch.text.to(device, non_blocking=True)}  # [B, L]
+    # inputs(batch, device): OpenClipFamilyMixin ({"image": [B,3,H,W], "text": [B,L]})
 
     def forward(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = model(inputs["image"], inputs["text"])
@@ -138,8 +134,8 @@ class ClipFamily(OpenClipFamilyMixin):
     # ------------------------------------------------------------------ export / load
     def load(self, path: Path, device: str = "cpu") -> Teacher:
         from distillctl.clip.models import build_clip, make_clip_bundle
-        from distillctl.coca.models import preprocess_config
         from distillctl.export import read_export
+        from distillctl.openclip.transforms import preprocess_config
 
         state, meta, model_config = read_export(path)
         model = build_clip(model_config, "cpu")

@@ -7,30 +7,26 @@ unchanged. ``custom_text: true`` builds a ``CustomTextCLIP`` (text tower under `
 ``CLIP`` (text tower at the top level: ``transformer``, ``token_embedding``, ``ln_final`` ...), exactly as
 open_clip's factory does. Vision towers are open_clip's ViT or a timm model (``vision_cfg.timm_model_name``).
 
-Tokenizer, transforms, weights resolution and the state-dict hash are shared with the CoCa support
-(:mod:`distillctl.coca.models`, :mod:`distillctl.coca.weights`): nothing there is CoCa-specific but names.
+Tokenizer, transforms, configs by name or path, weights resolution and hashing are shared with the CoCa
+support (:mod:`distillctl.openclip`); this package imports nothing of :mod:`distillctl.coca`.
 """
 
 from __future__ import annotations
 
 import copy
-import difflib
-import json
 from pathlib import Path
 from typing import Any
 
 import open_clip
 import torch
 
-from distillctl.coca.models import (
-    _check_device,
-    make_tokenizer,
-    make_transform,
-    preprocess_config,
-    state_dict_hash,
-)
 from distillctl.errors import ConfigError, WeightsError
 from distillctl.interfaces import Teacher
+from distillctl.openclip.bundle import openclip_bundle
+from distillctl.openclip.config import open_clip_config  # noqa: F401 - re-exported (0.1 name)
+from distillctl.openclip.hashing import state_dict_hash
+from distillctl.openclip.transforms import preprocess_config
+from distillctl.torch_utils import check_device
 
 TINY_TEACHER = "clip-tiny"
 TINY_SEED = 0  # clip-tiny's random init: the same teacher on every machine
@@ -88,43 +84,6 @@ def tiny_config(
     }
 
 
-def open_clip_config(variant: str) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """Any open_clip model config, CLIP or CoCa: ``(model_cfg, preprocess_overrides, model_name)``.
-
-    ``variant`` is an open_clip model name (``ViT-B-32``), a JSON file (a bare model cfg or
-    ``{"model_cfg": ..., "preprocess_cfg": ...}``) or a ``local-dir`` folder (``[local-dir:]DIR``).
-    """
-    spec = variant[len("local-dir:"):] if variant.startswith("local-dir:") else variant
-    looks_like_path = spec.endswith(".json") or "/" in spec or spec.startswith(".") or Path(spec).expanduser().is_dir()
-    if not looks_like_path:
-        cfg = open_clip.get_model_config(spec)
-        if cfg is None:
-            names = open_clip.list_models()
-            near = difflib.get_close_matches(spec, names, n=5, cutoff=0.6)
-            coca = [n for n in names if "multimodal_cfg" in (open_clip.get_model_config(n) or {})]
-            raise ConfigError([f"open_clip has no model config {spec!r}"
-                               + (f" (did you mean: {', '.join(near)}?)" if near else "")
-                               + f"; CoCa configs: {', '.join(coca)}; CLIP configs: ViT-B-32, ViT-B-16, ViT-L-14 and "
-                               "more (open_clip.list_models())"])
-        return copy.deepcopy(cfg), {}, spec
-    p = Path(spec).expanduser()
-    if p.is_dir():
-        p = p / "open_clip_config.json"
-    if not p.is_file():
-        raise ConfigError([f"config file not found: {p}"])
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError([f"{p}: not a readable JSON file ({exc})"]) from None
-    preprocess: dict[str, Any] = {}
-    if isinstance(data, dict) and "model_cfg" in data:
-        preprocess = dict(data.get("preprocess_cfg") or {})
-        data = data["model_cfg"]
-    if not isinstance(data, dict) or "embed_dim" not in data or not isinstance(data.get("vision_cfg"), dict):
-        raise ConfigError([f"{p}: not an open_clip model config (needs embed_dim, vision_cfg and text_cfg)"])
-    return data, preprocess, str(Path(spec).expanduser())
-
-
 # --------------------------------------------------------------------------- building
 def build_clip(cfg: dict[str, Any], device: str | torch.device = "cpu") -> torch.nn.Module:
     """Instantiate ``open_clip.CLIP`` (or ``CustomTextCLIP`` for ``custom_text: true``) with dict outputs.
@@ -145,15 +104,11 @@ def build_clip(cfg: dict[str, Any], device: str | torch.device = "cpu") -> torch
     return model
 
 
-def count_params(model: torch.nn.Module, prefix: str = "") -> int:
-    return sum(p.numel() for n, p in model.named_parameters() if n.startswith(prefix))
-
-
 # --------------------------------------------------------------------------- teachers
 def default_weights(model_name: str) -> str | None:
     """The weights of ``open-clip:NAME`` when ``--teacher-weights`` is not given: a local-dir's own file,
     else a preferred LAION tag, else the first tag that needs no QuickGELU, else the first tag."""
-    from distillctl.coca.weights import find_checkpoint_in_dir
+    from distillctl.openclip.weights import find_checkpoint_in_dir
 
     p = Path(model_name)
     if p.is_dir() and find_checkpoint_in_dir(p) is not None:
@@ -180,32 +135,24 @@ def make_clip_bundle(
     name: str, model: torch.nn.Module, model_cfg: dict[str, Any], preprocess: dict[str, Any], *,
     weights: str, weights_hash: str, model_name: str | None = None, device: str | torch.device = "cpu",
 ) -> Teacher:
-    """Bundle a built CLIP into a :class:`Teacher` (family ``clip``): on ``device``, eval mode, frozen."""
-    if torch.device(device).type != "meta":
-        model = model.to(device)
-    model.eval().requires_grad_(False)
-    tokenizer = make_tokenizer(model_cfg)
-    return Teacher(
-        name=name, model=model, tokenizer=tokenizer, transform=make_transform(preprocess),
-        model_config=copy.deepcopy(model_cfg), preprocess_config=copy.deepcopy(preprocess),
-        weights=weights, weights_hash=weights_hash, splitter="clip", family="clip",
-        tokenizer_config={"type": "open_clip", "model": model_name or name, "context_length": tokenizer.context_length},
-    )
+    """Bundle a built CLIP into a :class:`Teacher` (family and splitter ``clip``): on ``device``, eval mode, frozen."""
+    return openclip_bundle(name, model, model_cfg, preprocess, family="clip", splitter="clip", weights=weights,
+                           weights_hash=weights_hash, model_name=model_name, device=device)
 
 
 def load_clip_teacher(
     name: str, cfg: dict[str, Any], pre_over: dict[str, Any], model_name: str, *,
     weights: str | None = None, device: str = "cpu", default: str | None = None,
 ) -> Teacher:
-    """Build a CLIP teacher from ``cfg`` and load its weights (:mod:`distillctl.coca.weights` rules:
+    """Build a CLIP teacher from ``cfg`` and load its weights (:mod:`distillctl.openclip.weights` rules:
     a file, ``local-dir:DIR``, a pretrained tag via the HF cache, or ``random``).
 
     ``device="meta"`` builds the architecture only (``distillctl inspect``). ``default`` is the weights
     used when none are given (None: the model's default tag, else the user must say).
     """
-    from distillctl.coca import weights as W
+    from distillctl.openclip import weights as W
 
-    _check_device(device)
+    check_device(device)
     problems = config_problems(cfg)
     if problems:
         raise ConfigError([f"teacher {name}: {p}" for p in problems])
@@ -237,14 +184,10 @@ def load_clip_teacher(
                             model_name=model_name, device=device)
 
 
-def load_open_clip_teacher(variant: str, *, weights: str | None = None, device: str = "cpu") -> Teacher:
-    """``open-clip:NAME|CONFIG.json|DIR``: the family comes from the model config (``multimodal_cfg`` ->
-    ``coca``, otherwise ``clip``)."""
+def load_open_clip_clip(variant: str, *, weights: str | None = None, device: str = "cpu") -> Teacher:
+    """``open-clip:NAME|CONFIG.json|DIR`` for a CLIP config (the built-in ``open-clip:`` teacher sends CoCa
+    configs to :func:`distillctl.coca.models.load_coca_teacher`)."""
     cfg, pre_over, model_name = open_clip_config(variant)
-    if "multimodal_cfg" in cfg:
-        from distillctl.coca.models import load_coca_teacher
-
-        return load_coca_teacher("open-clip", variant=variant, weights=weights, device=device)
     if not is_clip_config(cfg):
         raise ConfigError([f"open-clip:{variant}: not a CLIP or CoCa config (needs embed_dim, vision_cfg and text_cfg)"])
     return load_clip_teacher(f"open-clip:{variant}", cfg, pre_over, model_name, weights=weights, device=device)
@@ -272,12 +215,6 @@ def random_clip_teacher(model_cfg: dict[str, Any], *, name: str = "random", seed
                             weights_hash=state_dict_hash(model), model_name=name, device=device)
 
 
-def model_device(model: torch.nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
 __all__ = ["build_clip", "config_problems", "default_weights", "is_clip_config", "is_timm_tower",
-           "load_clip_teacher", "load_open_clip_teacher", "load_tiny_teacher", "open_clip_config", "random_clip_teacher",
+           "load_clip_teacher", "load_open_clip_clip", "load_tiny_teacher", "open_clip_config", "random_clip_teacher",
            "tiny_config"]

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from distillctl.clip.family import MODULE_CFG
-from distillctl.clip.models import build_clip, config_problems, is_clip_config, open_clip_config
+from distillctl.clip.models import build_clip, config_problems, is_clip_config
 from distillctl.config import merge
 from distillctl.errors import ConfigError, DistillctlError
 from distillctl.interfaces import Splitter, Student, Teacher
+from distillctl.openclip.config import open_clip_config
 from distillctl.students import config_student_from
 
 

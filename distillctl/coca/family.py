@@ -18,7 +18,7 @@ from distillctl.coca.splitter import CocaSplitter
 from distillctl.errors import DistillctlError
 from distillctl.interfaces import StepPlan, Teacher
 from distillctl.losses import caption_kl, contrastive_kl, embedding_cos_terms, similarity
-from distillctl.openclip_common import OpenClipFamilyMixin
+from distillctl.openclip.family import OpenClipFamilyMixin
 
 
 def image_features(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -51,11 +51,7 @@ class CocaFamily(OpenClipFamilyMixin):
         self._masks = CocaSplitter()
 
     # ------------------------------------------------------------------ training
-    def inputs(self, batch: Any, device: Any) -> dict[str, torch.Tensor]:
-        if batch.text is None:
-            raise DistillctlError("the coca family needs captions: the teacher has no tokenizer.")
-        return {"image": batch.images.to(device, non_blocking=True),  # [B, 3, H, W]
-                "text": batch.text.to(device, non_blocking=True)}  # [B, L]
+    # inputs(batch, device): OpenClipFamilyMixin ({"image": [B,3,H,W], "text": [B,L]})
 
     def forward(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return model(inputs["image"], inputs["text"])  # image/text_features, logits [B,L-1,V], labels, logit_scale
@@ -112,8 +108,10 @@ class CocaFamily(OpenClipFamilyMixin):
 
     # ------------------------------------------------------------------ export / load
     def load(self, path: Path, device: str = "cpu") -> Teacher:
-        from distillctl.coca.models import build_coca, make_tokenizer, make_transform
+        from distillctl.coca.models import build_coca
         from distillctl.export import read_export
+        from distillctl.openclip.tokenizer import make_tokenizer
+        from distillctl.openclip.transforms import make_transform
 
         state, meta, model_config = read_export(path)
         model = build_coca(model_config, "cpu", init_decoder=False)
@@ -121,7 +119,7 @@ class CocaFamily(OpenClipFamilyMixin):
         preprocess = json.loads(meta.get("preprocess_config", "{}"))
         tok_cfg = json.loads(meta.get("tokenizer_config", "{}"))
         if tok_cfg.get("type") == "words":  # the project's own word tokenizer (quickstart)
-            from distillctl.quickstart import ImageTransform, WordTokenizer
+            from distillctl.data import ImageTransform, WordTokenizer
 
             tokenizer: Any = WordTokenizer(tok_cfg["words"], tok_cfg["context_length"], tok_cfg["vocab_size"])
             transform: Any = ImageTransform(int(preprocess["size"]), preprocess["mean"], preprocess["std"])

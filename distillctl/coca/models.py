@@ -1,4 +1,6 @@
-"""open_clip CoCa: configs, building (also on the meta device), tokenizer, transform, teachers.
+"""open_clip CoCa: configs, building (also on the meta device), teachers.
+
+Tokenizer, transforms, weights and hashing are shared with the ``clip`` support (:mod:`distillctl.openclip`).
 
 Everything here takes plain open_clip model configs (``embed_dim``, ``vision_cfg``, ``text_cfg``,
 ``multimodal_cfg``) so that a student's config can be written to ``open_clip_config.json`` and
@@ -8,18 +10,23 @@ rebuilt by open_clip unchanged.
 from __future__ import annotations
 
 import copy
-import json
-from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import open_clip
 import torch
-from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
 
-from distillctl.errors import ConfigError, DistillctlError, WeightsError
+from distillctl.errors import ConfigError, WeightsError
 from distillctl.interfaces import Teacher
+from distillctl.openclip.bundle import openclip_bundle
+from distillctl.openclip.config import is_coca_config, looks_like_path, read_config_json
+from distillctl.openclip.hashing import state_dict_hash
+from distillctl.openclip.tokenizer import OpenClipTokenizer, make_tokenizer  # noqa: F401 - re-exported (0.1 names)
+from distillctl.openclip.transforms import (
+    make_transform,  # noqa: F401 - re-exported (0.1 name)
+    preprocess_config,
+)
+from distillctl.torch_utils import check_device
 
 # distillctl teacher name -> open_clip model name
 BUILTIN_TEACHERS: dict[str, str] = {"coca-large": "coca_ViT-L-14", "coca-base": "coca_ViT-B-32"}
@@ -28,11 +35,6 @@ CONFIG_KEYS = ("embed_dim", "vision_cfg", "text_cfg", "multimodal_cfg")
 
 
 # --------------------------------------------------------------------------- configs
-def is_coca_config(cfg: Any) -> bool:
-    """True for an open_clip model cfg that builds a CoCa (it has a ``multimodal_cfg``)."""
-    return isinstance(cfg, dict) and all(isinstance(cfg.get(k), dict) for k in CONFIG_KEYS[1:]) and "embed_dim" in cfg
-
-
 def coca_model_names() -> list[str]:
     """open_clip's built-in CoCa configs."""
     return [n for n in open_clip.list_models() if is_coca_config(open_clip.get_model_config(n))]
@@ -61,19 +63,7 @@ def read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     A directory is read as an open_clip ``local-dir`` folder (its ``open_clip_config.json``).
     Returns ``(model_cfg, preprocess_overrides)``.
     """
-    p = Path(path).expanduser()
-    if p.is_dir():
-        p = p / "open_clip_config.json"
-    if not p.is_file():
-        raise ConfigError([f"config file not found: {p}"])
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError([f"{p}: not a readable JSON file ({exc})"]) from None
-    preprocess: dict[str, Any] = {}
-    if isinstance(data, dict) and "model_cfg" in data:
-        preprocess = dict(data.get("preprocess_cfg") or {})
-        data = data["model_cfg"]
+    data, preprocess, p = read_config_json(path)
     if not is_coca_config(data):
         raise ConfigError(
             [
@@ -90,19 +80,6 @@ def normalize_config(cfg: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(cfg)
     out["custom_text"] = True
     return out
-
-
-def preprocess_config(model_cfg: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """open_clip's default preprocess cfg, the model's image size, then ``overrides`` (mean, std, ...)."""
-    base = asdict(PreprocessCfg())
-    if overrides:
-        base = merge_preprocess_dict(base, overrides)
-    size = model_cfg.get("vision_cfg", {}).get("image_size", base["size"])
-    base["size"] = list(size) if isinstance(size, (list, tuple)) else size
-    for key in ("mean", "std"):
-        if isinstance(base.get(key), tuple):
-            base[key] = list(base[key])
-    return base
 
 
 def config_problems(cfg: dict[str, Any]) -> list[str]:
@@ -201,81 +178,6 @@ def init_decoder_projection(model: torch.nn.Module) -> None:
     torch.nn.init.normal_(dec.text_projection, std=dec.width**-0.5)
 
 
-def count_params(model: torch.nn.Module, prefix: str = "") -> int:
-    """Parameters whose name starts with ``prefix`` (works on meta models)."""
-    return sum(p.numel() for n, p in model.named_parameters() if n.startswith(prefix))
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-# --------------------------------------------------------------------------- tokenizer / transform
-class OpenClipTokenizer:
-    """open_clip's CLIP BPE tokenizer at the model's context length (never the 77 default).
-
-    Satisfies :class:`distillctl.interfaces.Tokenizer`: ``__call__`` returns ``[B, context_length]`` long
-    ids (pad 0); ``decode`` drops the start token, stops at the end token and ignores pads.
-    """
-
-    def __init__(self, context_length: int, vocab_size: int = 49408) -> None:
-        from open_clip.tokenizer import SimpleTokenizer
-
-        self._tok = SimpleTokenizer(context_length=context_length)
-        self.context_length = int(context_length)
-        self.vocab_size = int(vocab_size)
-        self.sot_token_id = int(self._tok.sot_token_id)
-        self.eot_token_id = int(self._tok.eot_token_id)
-        self.pad_token_id = 0
-
-    def __call__(self, texts: str | Sequence[str]) -> torch.Tensor:
-        if isinstance(texts, str):
-            texts = [texts]
-        return self._tok(list(texts), context_length=self.context_length).long()
-
-    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
-        if isinstance(ids, torch.Tensor):
-            ids = ids.tolist()
-        out: list[int] = []
-        for i in ids:
-            i = int(i)
-            if i == self.eot_token_id:
-                break
-            if i in (self.sot_token_id, self.pad_token_id) or not 0 <= i < len(self._tok.decoder):
-                continue
-            out.append(i)
-        return " ".join(self._tok.decode(out).split())
-
-
-def make_tokenizer(model_cfg: dict[str, Any]) -> OpenClipTokenizer:
-    """The open_clip tokenizer for ``model_cfg`` (context length from ``text_cfg``)."""
-    text_cfg = model_cfg.get("text_cfg", {})
-    if text_cfg.get("hf_tokenizer_name"):
-        raise ConfigError(
-            [f"text_cfg.hf_tokenizer_name={text_cfg['hf_tokenizer_name']!r}: HF tokenizers are not supported; "
-             "use a CoCa config with open_clip's CLIP tokenizer"]
-        )
-    vocab = int(text_cfg.get("vocab_size", 49408))
-    if vocab < 49408:
-        raise ConfigError(
-            [f"text_cfg.vocab_size={vocab} is smaller than the open_clip tokenizer's 49408 ids; "
-             "use vocab_size 49408 (or a teacher plugin that ships its own tokenizer)"]
-        )
-    return OpenClipTokenizer(int(text_cfg.get("context_length", 77)), vocab)
-
-
-def make_transform(preprocess: dict[str, Any]):
-    """open_clip's eval image transform (PIL -> [3, H, W] float) for a preprocess cfg."""
-    cfg = dict(preprocess)
-    for key in ("mean", "std", "size"):
-        if isinstance(cfg.get(key), list):
-            cfg[key] = tuple(cfg[key])
-    known = set(asdict(PreprocessCfg()))
-    return image_transform_v2(PreprocessCfg(**{k: v for k, v in cfg.items() if k in known}), is_train=False)
-
-
 # --------------------------------------------------------------------------- teachers
 def teacher_model_config(name: str, variant: str | None = None) -> tuple[dict[str, Any], dict[str, Any], str]:
     """Architecture of a teacher without reading weights: ``(model_cfg, preprocess_overrides, model_name)``.
@@ -289,23 +191,10 @@ def teacher_model_config(name: str, variant: str | None = None) -> tuple[dict[st
     if variant is None:
         raise ConfigError([f"unknown CoCa teacher {name!r} (built-ins: {', '.join(BUILTIN_TEACHERS)}, open-clip:NAME)"])
     spec = variant[len("local-dir:"):] if variant.startswith("local-dir:") else variant
-    looks_like_path = spec.endswith(".json") or "/" in spec or spec.startswith(".") or Path(spec).expanduser().is_dir()
-    if looks_like_path:
+    if looks_like_path(spec):
         cfg, pre = read_config_file(spec)
         return cfg, pre, str(Path(spec).expanduser())
     return builtin_model_config(variant), {}, variant
-
-
-def state_dict_hash(model: torch.nn.Module) -> str:
-    """sha256 over the state dict (names, dtypes, shapes and bytes), for random-init teachers."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        t = v.detach().to("cpu").contiguous().reshape(-1)
-        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 def make_teacher(
@@ -321,44 +210,24 @@ def make_teacher(
     model_name: str | None = None,
     device: str | torch.device = "cpu",
 ) -> Teacher:
-    """Bundle a built model into a :class:`Teacher`: moved to ``device``, eval mode, frozen."""
-    if torch.device(device).type != "meta":
-        model = model.to(device)
-    model.eval()
-    model.requires_grad_(False)
-    if tokenizer is None:
-        tokenizer = make_tokenizer(model_cfg)
-        tokenizer_config = {
-            "type": "open_clip",
-            "model": model_name or name,
-            "context_length": tokenizer.context_length,
-        }
-    return Teacher(
-        name=name,
-        model=model,
-        tokenizer=tokenizer,
-        transform=make_transform(preprocess),
-        model_config=normalize_config(model_cfg),
-        preprocess_config=copy.deepcopy(preprocess),
-        weights=weights,
-        weights_hash=weights_hash,
-        splitter="coca",
-        tokenizer_config=dict(tokenizer_config or {}),
-    )
+    """Bundle a built CoCa into a :class:`Teacher` (family and splitter ``coca``): on ``device``, eval mode, frozen."""
+    return openclip_bundle(name, model, normalize_config(model_cfg), preprocess, family="coca", splitter="coca",
+                           weights=weights, weights_hash=weights_hash, tokenizer=tokenizer,
+                           tokenizer_config=tokenizer_config, model_name=model_name, device=device)
 
 
 def load_coca_teacher(
     name: str, *, variant: str | None = None, weights: str | None = None, device: str = "cpu"
 ) -> Teacher:
-    """Build a CoCa teacher and load its weights (see :mod:`distillctl.coca.weights` for ``weights``).
+    """Build a CoCa teacher and load its weights (see :mod:`distillctl.openclip.weights` for ``weights``).
 
     ``device="meta"`` builds the architecture only: no weights are read (``distillctl inspect``).
     """
-    from distillctl.coca import weights as W
+    from distillctl.openclip import weights as W
 
     cfg, pre_over, model_name = teacher_model_config(name, variant)
     full_name = f"{name}:{variant}" if variant is not None else name
-    _check_device(device)
+    check_device(device)
     if torch.device(device).type == "meta":
         model = build_coca(cfg, "meta")
         return make_teacher(full_name, model, cfg, preprocess_config(cfg, pre_over), weights="(not loaded: meta)",
@@ -385,15 +254,6 @@ def load_coca_teacher(
         digest = W.file_sha256(src.path)
     return make_teacher(full_name, model, cfg, pre, weights=src.description, weights_hash=digest,
                         model_name=model_name, device=device)
-
-
-def _check_device(device: str) -> None:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise DistillctlError(f"invalid device {device!r} ({exc}); use cpu, cuda, cuda:N or meta.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DistillctlError(f"device {device!r} requested but CUDA is not available; use device cpu.")
 
 
 def random_teacher(

@@ -57,11 +57,8 @@ def _load_student_config(config: str | dict | None, teacher_cfg: dict[str, Any])
 def config_student(teacher: Teacher, splitter: Splitter, config: str | dict | None = None) -> Student:
     """Any open_clip CoCa config (JSON file, open_clip name or table; partial tables patch the teacher's), random init.
 
-    A ``clip`` teacher gets a CLIP config student (:func:`distillctl.clip.students.config_student`)."""
-    if getattr(teacher, "family", "coca") == "clip":
-        from distillctl.clip.students import config_student as clip_config_student
-
-        return clip_config_student(teacher, splitter, config=config)
+    The built-in ``config`` student calls this for a ``coca`` teacher (:func:`distillctl.clip.students.config_student`
+    for a ``clip`` one)."""
     cfg, source = _load_student_config(config, teacher.model_config)
     problems = config_problems(cfg)
     if problems:

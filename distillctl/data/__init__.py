@@ -27,9 +27,11 @@ class SkipItem(Exception):
         return (type(self), (self.reason,))
 
 
-from distillctl.data.files import CocoDataset, CsvDataset, FolderDataset, split_range  # noqa: E402
+from distillctl.data.files import CocoDataset, CsvDataset, FolderDataset, Split, split_range  # noqa: E402
+from distillctl.data.simple import ImageTransform, WordTokenizer  # noqa: E402
 
-_LOADER_NAMES = ("Batch", "BatchSampler", "SkipCounter", "check_batch_size", "check_usable", "make_loader")
+_LOADER_NAMES = ("Batch", "BatchSampler", "SkipCounter", "check_batch_size", "check_usable", "make_batch", "make_loader")
+_SHAPES_NAMES = ("COLOURS", "SHAPES", "VOCAB_WORDS", "ShapesDataset", "draw_shape")
 
 
 def __getattr__(name: str) -> Any:
@@ -37,6 +39,10 @@ def __getattr__(name: str) -> Any:
         from distillctl.data import loader
 
         return getattr(loader, name)
+    if name in _SHAPES_NAMES:  # numpy is imported here, not when the package is
+        from distillctl.data import shapes
+
+        return getattr(shapes, name)
     raise AttributeError(f"module 'distillctl.data' has no attribute {name!r}")
 
 
@@ -45,6 +51,10 @@ __all__ = [
     "CsvDataset",
     "CocoDataset",
     "FolderDataset",
+    "Split",
     "split_range",
+    "ImageTransform",
+    "WordTokenizer",
     *_LOADER_NAMES,
+    *_SHAPES_NAMES,
 ]

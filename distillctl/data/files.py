@@ -6,7 +6,7 @@ Each implements :class:`distillctl.interfaces.Dataset`. Building a source reads 
 item, not the run.
 
 Splits of file sources: ``"all"`` is every item; ``"train"``/``"val"``/``"test"`` is a
-deterministic partition in file order (:func:`split_range`).
+deterministic partition in file order (:class:`Split`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,36 +31,61 @@ CSV_FIELD_LIMIT = 16 * 2**20  # characters per CSV field (Python's default is 12
 
 
 # --------------------------------------------------------------------------- helpers
-def split_range(n: int, split: str, val_fraction: float = 0.05, test_fraction: float = 0.05) -> range:
-    """Positions (into ``n`` items in file order) that belong to ``split``.
+@dataclass(frozen=True)
+class Split:
+    """The part of a source without splits of its own (a CSV, a COCO file, a folder) that a dataset reads.
 
-    The last ``test_fraction`` of the items is test, the ``val_fraction`` before it is val, the rest
-    is train; a non-zero fraction gets at least one item when ``n >= 3``. ``"all"`` is everything.
+    The items stay in file order: the last ``test_fraction`` of them is ``test``, the ``val_fraction``
+    before it is ``val``, the rest is ``train``; a non-zero fraction gets at least one item when there
+    are three or more. ``"all"`` is everything. Bad fractions fail here, before any file is read.
     """
-    if split not in SPLITS:
-        raise DataError(f"unknown split {split!r} for a file source; valid splits: {', '.join(SPLITS)}.")
-    for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
-            raise DataError(f"data.{key} must be a number in [0, 1), got {value!r} (--set data.{key}=0.05).")
-    if val_fraction + test_fraction >= 1.0:
-        raise DataError(
-            f"data.val_fraction + data.test_fraction must be below 1, got {val_fraction} + {test_fraction}."
-        )
 
-    def count(fraction: float) -> int:
-        k = int(round(n * fraction))
-        return max(k, 1) if fraction > 0 and n >= 3 else k
+    name: str = "all"
+    val_fraction: float = 0.05
+    test_fraction: float = 0.05
 
-    n_test = count(test_fraction)
-    n_val = count(val_fraction)
-    n_train = max(n - n_val - n_test, 0)
-    if split == "all":
-        return range(n)
-    if split == "train":
-        return range(0, n_train)
-    if split == "val":
-        return range(n_train, n_train + n_val)
-    return range(n_train + n_val, n)
+    def __post_init__(self) -> None:
+        if self.name not in SPLITS:
+            raise DataError(f"unknown split {self.name!r} for a file source; valid splits: {', '.join(SPLITS)}.")
+        for key in ("val_fraction", "test_fraction"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
+                raise DataError(f"data.{key} must be a number in [0, 1), got {value!r} (--set data.{key}=0.05).")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise DataError(f"data.val_fraction + data.test_fraction must be below 1, got {self.val_fraction} + "
+                            f"{self.test_fraction}.")
+
+    @classmethod
+    def of(cls, split: str | Split) -> Split:
+        """``split`` itself, or the split of that name with the default fractions."""
+        return split if isinstance(split, Split) else cls(split)
+
+    def positions(self, n: int) -> range:
+        """Positions (into ``n`` items in file order) that belong to this split."""
+
+        def count(fraction: float) -> int:
+            k = int(round(n * fraction))
+            return max(k, 1) if fraction > 0 and n >= 3 else k
+
+        n_test = count(self.test_fraction)
+        n_val = count(self.val_fraction)
+        n_train = max(n - n_val - n_test, 0)
+        if self.name == "all":
+            return range(n)
+        if self.name == "train":
+            return range(0, n_train)
+        if self.name == "val":
+            return range(n_train, n_train + n_val)
+        return range(n_train + n_val, n)
+
+    def take(self, items: list[Any]) -> list[Any]:
+        """The items of this split, in order."""
+        return [items[i] for i in self.positions(len(items))]
+
+
+def split_range(n: int, split: str, val_fraction: float = 0.05, test_fraction: float = 0.05) -> range:
+    """Positions (into ``n`` items in file order) that belong to ``split`` (:class:`Split`)."""
+    return Split(split, val_fraction, test_fraction).positions(n)
 
 
 def load_image(path: Path) -> Image.Image:
@@ -120,12 +146,11 @@ class CsvDataset:
         caption_column: str = "title",
         label_column: str | None = None,
         separator: str = "auto",
-        split: str = "all",
-        val_fraction: float = 0.05,
-        test_fraction: float = 0.05,
+        split: str | Split = "all",
     ) -> None:
+        split = Split.of(split)
         self.path = _require_file(path, "CSV file", "path")
-        self.split = split
+        self.split = split.name
         self.root = self.path.parent
         try:
             text = self.path.read_text(encoding="utf-8-sig")
@@ -138,12 +163,12 @@ class CsvDataset:
             csv.field_size_limit(CSV_FIELD_LIMIT)
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
         try:
-            self._read(reader, image_column, caption_column, label_column, delimiter, split, val_fraction, test_fraction)
+            self._read(reader, image_column, caption_column, label_column, delimiter, split)
         except csv.Error as exc:  # a field over the limit, a NUL byte ...
             raise DataError(f"{self.path}:{reader.line_num}: not readable as CSV ({exc}).") from None
 
     def _read(self, reader: Any, image_column: str, caption_column: str, label_column: str | None, delimiter: str,
-              split: str, val_fraction: float, test_fraction: float) -> None:
+              split: Split) -> None:
         header = next(reader, None)
         if header is None:
             raise DataError(
@@ -175,7 +200,7 @@ class CsvDataset:
             label = cell(i_lab) if i_lab is not None else None
             rows.append((line, cell(i_img), cell(i_cap), label or None))
         self.total = len(rows)
-        self.rows = [rows[i] for i in split_range(len(rows), split, val_fraction, test_fraction)]
+        self.rows = split.take(rows)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -222,12 +247,11 @@ class CocoDataset:
         self,
         annotations: str | Path,
         images: str | Path | None = None,
-        split: str = "all",
-        val_fraction: float = 0.05,
-        test_fraction: float = 0.05,
+        split: str | Split = "all",
     ) -> None:
+        split = Split.of(split)
         self.path = _require_file(annotations, "COCO annotation file", "path")
-        self.split = split
+        self.split = split.name
         self.root = self._image_root(images)
         try:
             data = json.loads(self.path.read_text(encoding="utf-8-sig"))
@@ -242,7 +266,7 @@ class CocoDataset:
             raise DataError(f"cannot read {self.path}: {exc.strerror}.") from None
         entries = self._parse(data)
         self.total = len(entries)
-        self.entries = [entries[i] for i in split_range(len(entries), split, val_fraction, test_fraction)]
+        self.entries = split.take(entries)
         self.explicit_root = images is not None
 
     def _image_root(self, images: str | Path | None) -> Path:
@@ -330,14 +354,13 @@ class FolderDataset:
     def __init__(
         self,
         root: str | Path,
-        split: str = "all",
+        split: str | Split = "all",
         recursive: bool = True,
-        val_fraction: float = 0.05,
-        test_fraction: float = 0.05,
         captions: str = "txt",
     ) -> None:
+        split = Split.of(split)
         self.root = Path(root).expanduser()
-        self.split = split
+        self.split = split.name
         if captions not in ("txt", "label"):
             raise DataError(f"data.captions must be 'txt' (same-name .txt files) or 'label' (the class folder name), got {captions!r}.")
         self.captions = captions
@@ -352,7 +375,7 @@ class FolderDataset:
         )
         self.total = len(files)
         self.all_files = files
-        self.files = [files[i] for i in split_range(len(files), split, val_fraction, test_fraction)]
+        self.files = split.take(files)
 
     def __len__(self) -> int:
         return len(self.files)

@@ -101,6 +101,15 @@ def _polygon(shape: str, x: float, y: float, r: float) -> list[tuple[float, floa
     raise ValueError(shape)
 
 
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, x: float, y: float, r: float, fill: tuple[int, ...]) -> None:
+    """Draw one of :data:`SHAPES` centred at ``(x, y)`` with radius ``r`` (public: plugins draw their own data
+    sets with it, e.g. distillctl-timm's ``shapes-labels``)."""
+    if shape == "circle":
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=fill)
+    else:
+        draw.polygon(_polygon(shape, x, y, r), fill=fill)
+
+
 def _pick(rng: np.random.Generator, n: int) -> int:
     """``rng.choice(seq)`` for a sequence of length ``n``, without its per-call array overhead
     (same draw: ``Generator.choice`` of a uniform population is ``integers(0, n)``)."""
@@ -156,10 +165,7 @@ def generate(seed: int, split: str, index: int, image_size: int = 64) -> tuple[I
     for o in objs:
         jitter = rng.integers(-15, 16, size=3)
         fill = tuple(min(255, max(0, c + int(j))) for c, j in zip(COLOURS[o.colour], jitter, strict=True))
-        if o.shape == "circle":
-            draw.ellipse([o.x - o.r, o.y - o.r, o.x + o.r, o.y + o.r], fill=fill)
-        else:
-            draw.polygon(_polygon(o.shape, o.x, o.y, o.r), fill=fill)
+        draw_shape(draw, o.shape, o.x, o.y, o.r, fill)
     return img, objs
 
 

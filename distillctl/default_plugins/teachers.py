@@ -31,7 +31,7 @@ def coca_base(weights: str | None = None, device: str = "cpu") -> Any:
 def _preflight_for(teacher: str) -> Any:
     def preflight(weights: str | None = None, **_: Any) -> None:
         """Cheap check before anything heavy is imported: a known tag that cannot be had fails at once."""
-        from distillctl.coca.tags import MODEL_OF_TEACHER, preflight_weights
+        from distillctl.openclip.tags import MODEL_OF_TEACHER, preflight_weights
 
         preflight_weights(MODEL_OF_TEACHER[teacher], weights)
 
@@ -44,14 +44,20 @@ coca_base.preflight = _preflight_for("coca-base")  # type: ignore[attr-defined]
 
 def open_clip_teacher(variant: str, weights: str | None = None, device: str = "cpu") -> Any:
     """Any open_clip CLIP or CoCa: open-clip:<model name>, open-clip:/path/config.json or open-clip:/path/local-dir."""
-    from distillctl.clip.models import load_open_clip_teacher
+    from distillctl.openclip.config import open_clip_config
 
-    return load_open_clip_teacher(variant, weights=weights, device=device)
+    if "multimodal_cfg" in open_clip_config(variant)[0]:  # the family comes from the config: multimodal_cfg = CoCa
+        from distillctl.coca.models import load_coca_teacher
+
+        return load_coca_teacher("open-clip", variant=variant, weights=weights, device=device)
+    from distillctl.clip.models import load_open_clip_clip
+
+    return load_open_clip_clip(variant, weights=weights, device=device)
 
 
 def _open_clip_preflight(weights: str | None = None, variant: str | None = None, **_: Any) -> None:
     """Cheap check (no torch): a known CoCa / CLIP tag of ``open-clip:NAME`` that cannot be had fails at once."""
-    from distillctl.coca.tags import CLIP_DEFAULT_TAGS, preflight_weights
+    from distillctl.openclip.tags import CLIP_DEFAULT_TAGS, preflight_weights
 
     if variant is None:
         return

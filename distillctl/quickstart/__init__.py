@@ -8,15 +8,14 @@ script that made them (its docstring has the command, seed and expected numbers)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from distillctl.data.simple import SPECIALS, ImageTransform, WordTokenizer  # noqa: F401 - re-exported (0.1 names)
 from distillctl.errors import WeightsError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-    from PIL import Image
 
     from distillctl.interfaces import Teacher
 
@@ -24,7 +23,6 @@ WEIGHTS_FILE = Path(__file__).with_name("teacher.safetensors")
 
 CONTEXT_LENGTH = 18  # <sot> + at most 16 words + <eot>
 VOCAB_SIZE = 32
-SPECIALS = ("<pad>", "<sot>", "<eot>", "<unk>")
 
 
 def model_config() -> dict[str, Any]:
@@ -68,82 +66,10 @@ PREPROCESS_CONFIG: dict[str, Any] = {
 }
 
 
-class WordTokenizer:
-    """Word-level tokenizer: ``<pad>``=0, ``<sot>``=1, ``<eot>``=2, ``<unk>``=3, then the words.
-
-    Callable like open_clip's tokenizers: a list of captions in, a ``[B, context_length]`` long
-    tensor out (pad id 0, so open_clip's CoCa masks and ``CoCaLoss(pad_id=0)`` work unchanged).
-    """
-
-    def __init__(self, words: Sequence[str], context_length: int = CONTEXT_LENGTH, vocab_size: int = VOCAB_SIZE) -> None:
-        self.itos = [*SPECIALS, *words]
-        if len(self.itos) > vocab_size:
-            raise ValueError(f"{len(self.itos)} symbols do not fit vocab_size {vocab_size}")
-        self.stoi = {w: i for i, w in enumerate(self.itos)}
-        self.context_length = context_length
-        self.vocab_size = vocab_size
-        self.pad_token_id, self.sot_token_id, self.eot_token_id, self.unk_token_id = 0, 1, 2, 3
-
-    def encode(self, text: str) -> list[int]:
-        words = text.lower().replace(",", " ").replace(".", " ").split()
-        ids = [self.stoi.get(w, self.unk_token_id) for w in words][: self.context_length - 2]
-        return [self.sot_token_id, *ids, self.eot_token_id]
-
-    def __call__(self, texts: str | Sequence[str]) -> torch.Tensor:
-        import torch
-
-        if isinstance(texts, str):
-            texts = [texts]
-        out = torch.zeros(len(texts), self.context_length, dtype=torch.long)
-        for i, t in enumerate(texts):
-            ids = self.encode(t)
-            out[i, : len(ids)] = torch.tensor(ids)
-        return out
-
-    def decode(self, ids: Sequence[int]) -> str:
-        words = []
-        for i in ids:
-            i = int(i)
-            if i == self.eot_token_id:
-                break
-            if i in (self.pad_token_id, self.sot_token_id):
-                continue
-            words.append(self.itos[i] if i < len(self.itos) else "<unk>")
-        return " ".join(words)
-
-    def config(self) -> dict[str, Any]:
-        return {"type": "words", "words": self.itos[len(SPECIALS) :], "context_length": self.context_length,
-                "vocab_size": self.vocab_size}
-
-
 def tokenizer() -> WordTokenizer:
     from distillctl.data.shapes import VOCAB_WORDS
 
-    return WordTokenizer(VOCAB_WORDS)
-
-
-class ImageTransform:
-    """PIL image -> normalised ``[3, S, S]`` float tensor (resize only when the size differs).
-
-    A plain function of the pixels, picklable for DataLoader workers; equivalent to open_clip's eval
-    transform for square inputs already at ``size``.
-    """
-
-    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.size, self.mean, self.std = size, tuple(mean), tuple(std)
-
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        import numpy as np
-        import torch
-        from PIL import Image as PILImage
-
-        image = image.convert("RGB")
-        if image.size != (self.size, self.size):
-            image = image.resize((self.size, self.size), PILImage.BICUBIC)
-        x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
-        mean = torch.tensor(self.mean).view(3, 1, 1)
-        std = torch.tensor(self.std).view(3, 1, 1)
-        return (x - mean) / std
+    return WordTokenizer(VOCAB_WORDS, CONTEXT_LENGTH, VOCAB_SIZE)
 
 
 def transform() -> ImageTransform:
@@ -160,7 +86,7 @@ def build_model(cfg: dict[str, Any] | None = None, *, init: bool = True, device:
 def _weights_path(weights: str | None) -> Path:
     """The file behind a ``--teacher-weights`` value: bundled, a file (.safetensors / .pt), a folder
     holding one, or ``local-dir:DIR`` (open_clip's folder form, as written by ``distill``)."""
-    from distillctl.coca.weights import _local_dir
+    from distillctl.openclip.weights import local_dir
 
     if weights in (None, "", "bundled"):
         if not WEIGHTS_FILE.is_file():
@@ -171,10 +97,10 @@ def _weights_path(weights: str | None) -> Path:
         return WEIGHTS_FILE
     assert weights is not None
     if weights.startswith("local-dir:"):
-        return Path(_local_dir(Path(weights[len("local-dir:"):]).expanduser(), weights).path or "")
+        return Path(local_dir(Path(weights[len("local-dir:"):]).expanduser(), weights).path or "")
     path = Path(weights).expanduser()
     if path.is_dir():
-        return Path(_local_dir(path, weights).path or "")
+        return Path(local_dir(path, weights).path or "")
     if not path.is_file():
         raise WeightsError(f"teacher weights file not found: {path} (check --teacher-weights).")
     return path
@@ -182,8 +108,8 @@ def _weights_path(weights: str | None) -> Path:
 
 def load_quickstart_teacher(weights: str | None = None, device: str = "cpu") -> Teacher:
     """Bundled tiny CoCa trained on shapes (3.7M params, offline)."""
-    from distillctl.coca.weights import file_sha256, load_weights_into
     from distillctl.interfaces import Teacher
+    from distillctl.openclip.weights import file_sha256, load_weights_into
 
     model = build_model(init=weights == "random", device="meta" if device == "meta" else "cpu")
     if device == "meta":  # architecture only (``distillctl inspect``): no weights read
@@ -208,6 +134,7 @@ def load_quickstart_teacher(weights: str | None = None, device: str = "cpu") -> 
         preprocess_config=dict(PREPROCESS_CONFIG),
         weights=what,
         weights_hash=digest,
+        family="coca",
         splitter="coca",
         tokenizer_config=tok.config(),
     )

@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from distillctl.coca.family import CocaFamily
 from distillctl.data.shapes import GROUP, ShapesDataset
 from distillctl.evaluation import full_eval
 from distillctl.quickstart import build_model, model_config, tokenizer, transform
@@ -120,8 +121,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     # 3. evaluate on the held-out splits
     metrics: dict[str, float] = {"train_seconds": round(train_s, 1), "steps": args.steps}
-    test = full_eval(model, ShapesDataset("test", seed=args.seed), tf, tok, samples=args.eval_samples, captions=args.eval_samples)
-    hard = full_eval(model, ShapesDataset("hard", seed=args.seed), tf, tok, samples=args.eval_samples)
+    family = CocaFamily()  # the evaluation forwards of an open_clip CoCa
+    test = full_eval(model, ShapesDataset("test", seed=args.seed), tf, tok, samples=args.eval_samples,
+                     captions=args.eval_samples, family=family)
+    hard = full_eval(model, ShapesDataset("hard", seed=args.seed), tf, tok, samples=args.eval_samples, family=family)
     metrics.update({f"test_{k}": v for k, v in test.items()})
     metrics.update({f"hard_{k}": v for k, v in hard.items()})
     # the shipped fp16 file must score the same as the fp32 model

@@ -6,7 +6,8 @@ grey background. Colours, sizes and positions carry no information about the lab
 see the outline of the largest object. Everything is deterministic from ``(seed, split, index)``
 (``numpy.random.default_rng([seed, split_code, index])``, the split code disjoint from the core
 ``shapes`` source's), so the splits are disjoint streams, exactly like the core ``shapes`` source.
-The colour table and the shape names are the core source's (:mod:`distillctl.data.shapes`).
+The colour table, the shape names and their drawing are the core source's (``distillctl.data``: ``COLOURS``,
+``SHAPES``, ``draw_shape``).
 
 ``image-folder`` is torchvision's ``ImageFolder`` layout: ``ROOT/<class>/<image>``; the sub-folder
 name is the label, the sorted sub-folder names are the classes. When ``ROOT`` has ``train/``,
@@ -23,8 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from distillctl.data import SkipItem, split_range
-from distillctl.data.shapes import COLOURS, SHAPES
+from distillctl.data import COLOURS, SHAPES, SkipItem, draw_shape, split_range
 from distillctl.errors import DataError
 from distillctl.interfaces import Sample
 
@@ -32,20 +32,6 @@ CLASSES: tuple[str, ...] = SHAPES  # circle, square, triangle, diamond, star
 SPLITS = {"train": 10, "val": 11, "test": 12}  # codes 10+: disjoint from the core shapes splits (0-4)
 LENGTHS = {"train": 10**9, "val": 2_000, "test": 1_000}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
-
-def _outline(shape: str, x: float, y: float, r: float) -> list[tuple[float, float]]:
-    if shape == "square":
-        s = r * 0.85
-        return [(x - s, y - s), (x + s, y - s), (x + s, y + s), (x - s, y + s)]
-    if shape == "triangle":
-        return [(x + r * math.cos(a), y + r * math.sin(a)) for a in (-math.pi / 2, math.pi / 6, 5 * math.pi / 6)]
-    if shape == "diamond":
-        return [(x, y - r), (x + r * 0.8, y), (x, y + r), (x - r * 0.8, y)]
-    if shape == "star":
-        return [(x + (r if k % 2 == 0 else r * 0.45) * math.cos(-math.pi / 2 + k * math.pi / 5),
-                 y + (r if k % 2 == 0 else r * 0.45) * math.sin(-math.pi / 2 + k * math.pi / 5)) for k in range(10)]
-    raise ValueError(shape)
 
 
 def draw_labelled(seed: int, split: str, index: int, image_size: int = 32) -> tuple[Image.Image, str]:
@@ -70,10 +56,7 @@ def draw_labelled(seed: int, split: str, index: int, image_size: int = 32) -> tu
     for shape, x, y, r in objs:
         base = COLOURS[colours[int(rng.integers(0, len(colours)))]]
         fill = tuple(int(min(255, max(0, c + int(j)))) for c, j in zip(base, rng.integers(-25, 26, size=3), strict=True))
-        if shape == "circle":
-            draw.ellipse([x - r, y - r, x + r, y + r], fill=fill)
-        else:
-            draw.polygon(_outline(shape, x, y, r), fill=fill)
+        draw_shape(draw, shape, x, y, r, fill)
     return img, label
 
 

@@ -21,7 +21,7 @@ class Accuracy:
     def _logits(self, bundle: Any, ctx: Any) -> tuple[Any, list[str | None]]:
         import torch
 
-        from distillctl.data.loader import make_batch
+        from distillctl.data import make_batch
 
         if not self.applies_to(ctx.family):
             raise DistillctlError(f"evaluator 'accuracy' does not apply to family {ctx.family.name!r} (it has no class_logits).")

@@ -197,15 +197,14 @@ def hf_repo_of(model_name: str, tag: str | None) -> tuple[str, str | None]:
 
 
 def tag_cached(repo_id: str) -> bool:
-    from distillctl.coca.tags import hf_cache_dir
+    from distillctl.hf_cache import cached, hf_cache_dir
 
-    snapshots = hf_cache_dir() / ("models--" + repo_id.replace("/", "--")) / "snapshots"
-    return snapshots.is_dir() and any((snap / f).is_file() for snap in snapshots.iterdir() for f in WEIGHT_FILES)
+    return cached(repo_id, hf_cache_dir(), WEIGHT_FILES)
 
 
 def check_tag(model_name: str, tag: str | None) -> None:
     """The CoCa teachers' offline rule: a tag that is not cached while the hub cannot be reached fails in one line."""
-    from distillctl.coca.tags import hf_cache_dir, hub_reachable, offline
+    from distillctl.hf_cache import hf_cache_dir, hub_reachable, offline
 
     full, repo = hf_repo_of(model_name, tag)
     if repo is None or tag_cached(repo):

@@ -16,7 +16,7 @@ from distillctl.interfaces import Student, Teacher
 
 
 def timm_model_student(teacher: Teacher, splitter: Any, *, model: str = "", kwargs: dict[str, Any] | None = None) -> Student:
-    from distillctl.students import model_device
+    from distillctl.torch_utils import model_device
     from distillctl_timm.models import build_model, normalize_config
 
     if not model:

@@ -11,6 +11,8 @@ from typing import Any
 
 from distillctl import hookimpl
 
+DISTILLCTL_PLUGIN_API = "2.0"  # the plugin API this package was written for (distillctl 0.2)
+
 
 def _family(kd_weight: float = 1.0) -> Any:
     """Toy two-tower family (plain torch): contrastive task loss, similarity-matrix KD."""

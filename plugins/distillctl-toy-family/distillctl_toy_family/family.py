@@ -16,9 +16,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from distillctl.data import VOCAB_WORDS, ImageTransform, WordTokenizer
 from distillctl.errors import DistillctlError
+from distillctl.export import read_export, save_weights
 from distillctl.interfaces import Module, Stack, Student, Teacher
-from distillctl.quickstart import ImageTransform, WordTokenizer
+from distillctl.layerwise import uniform_layer_map
 from distillctl_toy_family.model import DEFAULT_CONFIG, build
 
 TEACHER_SEED = 0
@@ -28,9 +30,7 @@ DEPTH_KEYS = {"image": "image_layers", "text": "text_layers"}  # module -> the c
 
 
 def _tokenizer(cfg: dict[str, Any]) -> WordTokenizer:
-    from distillctl.data.shapes import VOCAB_WORDS  # the shapes captions' words: nothing to download
-
-    return WordTokenizer(VOCAB_WORDS, cfg["context_length"], cfg["vocab_size"])
+    return WordTokenizer(VOCAB_WORDS, cfg["context_length"], cfg["vocab_size"])  # the shapes captions' words
 
 
 def _transform(preprocess: dict[str, Any]) -> ImageTransform:
@@ -45,14 +45,15 @@ def _state_hash(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def make_bundle(name: str, model: torch.nn.Module, cfg: dict[str, Any], *, weights: str, weights_hash: str,
-                device: Any = "cpu") -> Teacher:
-    """A :class:`Teacher` bundle of a toy model (teachers and reloaded students alike)."""
+def toy_bundle(name: str, model: torch.nn.Module, cfg: dict[str, Any], *, weights: str, weights_hash: str,
+               device: Any = "cpu") -> Teacher:
+    """A :class:`Teacher` bundle of a toy model (teachers and reloaded students alike): eval mode, frozen,
+    naming the family and splitter that understand it (both required)."""
     tokenizer = _tokenizer(cfg)
     return Teacher(name=name, model=model.to(device).eval().requires_grad_(False), tokenizer=tokenizer,
                    transform=_transform(PREPROCESS), model_config=dict(cfg), preprocess_config=dict(PREPROCESS),
-                   weights=weights, weights_hash=weights_hash, splitter="toy", tokenizer_config=tokenizer.config(),
-                   family="toy")
+                   weights=weights, weights_hash=weights_hash, family="toy", splitter="toy",
+                   tokenizer_config=tokenizer.config())
 
 
 # ----------------------------------------------------------------------------- family
@@ -119,18 +120,14 @@ class ToyFamily:
     # -- export / load
     def export(self, model: torch.nn.Module, out_dir: Any, *, model_config: dict[str, Any], source: Teacher,
                metadata: dict[str, str], dtype: str) -> dict[str, Any]:
-        from distillctl.export import save_weights
-
         return save_weights(model, Path(out_dir) / "student.safetensors", dtype=dtype, metadata={
             **metadata, "family": self.name, "model_config": json.dumps(model_config)})
 
     def load(self, path: Any, device: str = "cpu") -> Teacher:
-        from distillctl.export import read_export
-
         state, _meta, cfg = read_export(Path(path))
         model = build(cfg, "cpu")
         model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-        return make_bundle(str(path), model, cfg, weights=str(path), weights_hash="", device=device)
+        return toy_bundle(str(path), model, cfg, weights=str(path), weights_hash="", device=device)
 
     # -- evaluation forwards
     def encode_image(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -161,7 +158,7 @@ def toy_teacher(weights: str | None = None, device: str = "cpu", width: int = 64
     if weights in (None, "random"):
         model = build(cfg, device, seed=TEACHER_SEED)
         digest = "" if device == "meta" else _state_hash(model)
-        return make_bundle("toy", model, cfg, weights="random", weights_hash=digest, device=device)
+        return toy_bundle("toy", model, cfg, weights="random", weights_hash=digest, device=device)
     from safetensors.torch import load_file
 
     path = Path(weights).expanduser()
@@ -169,14 +166,12 @@ def toy_teacher(weights: str | None = None, device: str = "cpu", width: int = 64
         raise DistillctlError(f"toy teacher weights not found: {path} (check --teacher-weights).")
     model = build(cfg, "cpu")
     model.load_state_dict(load_file(str(path)), strict=True)
-    return make_bundle("toy", model, cfg, weights=str(path), weights_hash=hashlib.sha256(path.read_bytes()).hexdigest(),
-                       device=device)
+    return toy_bundle("toy", model, cfg, weights=str(path), weights_hash=hashlib.sha256(path.read_bytes()).hexdigest(),
+                      device=device)
 
 
 def toy_half(teacher: Teacher, splitter: Any, ratio: float = 0.5) -> Student:
     """Half the blocks of each toy tower, weights copied from the kept teacher blocks."""
-    from distillctl.layerwise import uniform_layer_map
-
     if not 0 < ratio <= 1:
         raise DistillctlError(f"student.ratio must be in (0, 1], got {ratio!r}.")
     family = ToyFamily()

@@ -2,24 +2,21 @@
 
 This is what a plugin author's test file looks like: ``distillctl.testing`` checks the contracts
 (layer contract, family methods, export -> load, evaluators) and ``run_tiny_distill`` runs the real
-engine for two episodes. Run from the package folder (``pytest tests``) or as part of distillctl's suite.
+engine for two episodes. Run from the package folder once the package is installed
+(``pip install -e . && pytest tests``; ``pytest -m slow tests`` for the engine run).
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import distillctl_toy_family
 import pytest
+from distillctl_toy_family.family import ToyFamily, ToySplitter, toy_half, toy_teacher
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, when it is not installed
-
-import distillctl_toy_family  # noqa: E402
-from distillctl_toy_family.family import ToyFamily, ToySplitter, toy_half, toy_teacher  # noqa: E402
-
-from distillctl import plugins, testing  # noqa: E402
+from distillctl import testing
 
 
 @pytest.fixture(autouse=True)
@@ -29,12 +26,16 @@ def toy_registered() -> Iterator[None]:
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: one thread is fastest on a shared machine
-    plugins.reset_plugins(plugins.load_plugins(include_entry_points=False, extra=(distillctl_toy_family,)))
     try:
-        yield
+        with testing.registered(distillctl_toy_family):
+            yield
     finally:
-        plugins.reset_plugins(None)
         torch.set_num_threads(threads)
+
+
+def test_the_plugin_loads_cleanly() -> None:
+    loaded = testing.check_plugin(distillctl_toy_family)  # not broken, no clash, no name a built-in shadows
+    assert "toy-half" in loaded.registry("student")
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_teacher_is_the_same_everywhere() -> None:
     assert a.weights_hash == b.weights_hash and a.weights == "random"
 
 
-@pytest.mark.slow  # distillctl's suite: tests/test_toy_family_plugin.py drives the same engine through the CLI
+@pytest.mark.slow  # about 10 s: the real engine, two episodes
 def test_two_episodes_of_the_real_engine(tmp_path: Path) -> None:
     report = testing.run_tiny_distill(tmp_path / "run", teacher="toy", student="toy-half",
                                       overrides=['eval.evaluators=["retrieval"]'])
