@@ -660,9 +660,18 @@ def step_plans(ctx: RunContext) -> dict[tuple[str, ...], Any]:
 
 
 def _take(inputs: dict[str, Any], n: int) -> dict[str, Any]:
-    """The first ``n`` samples of a batch of inputs (tensors whose first dimension is the batch)."""
+    """The first ``n`` samples of a batch of inputs: tensors whose first dimension is the batch, and lists or
+    tuples of one entry per sample (e.g. a classifier family's label strings)."""
     size = next((v.shape[0] for v in inputs.values() if isinstance(v, torch.Tensor) and v.ndim), n)
-    return {k: (v[:n] if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == size else v) for k, v in inputs.items()}
+
+    def take(v: Any) -> Any:
+        if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == size:
+            return v[:n]
+        if isinstance(v, (list, tuple)) and len(v) == size:
+            return v[:n]
+        return v
+
+    return {k: take(v) for k, v in inputs.items()}
 
 
 def count_flops(ctx: RunContext) -> None:
