@@ -575,7 +575,7 @@ def make_batches(ctx: RunContext) -> Iterator[Any]:
     rank_sampler = RankSlice(sampler, d.rank, d.world_size) if d.enabled else sampler
     loader = make_loader(ctx.train_ds, ctx.teacher.transform, ctx.teacher.tokenizer, rank_sampler,
                          workers=ctx.cfg["data"]["workers"], pin_memory=ctx.device.type == "cuda",
-                         generator=torch.Generator().manual_seed(seed))
+                         generator=torch.Generator().manual_seed(seed), nice=ctx.device.type == "cpu")
     return iter(loader)
 
 

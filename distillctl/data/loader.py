@@ -8,6 +8,7 @@ resumed run see the same data as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -231,12 +232,14 @@ def make_loader(
     *,
     pin_memory: bool = False,
     generator: torch.Generator | None = None,
+    nice: bool = False,
 ) -> DataLoader:
     """A DataLoader yielding :class:`Batch`, one per step of ``batch_sampler``.
 
     ``transform`` maps a PIL image to a ``[3, H, W]`` tensor; with ``workers > 0`` it, the dataset and
     the tokenizer must be picklable (no lambdas). Bad items are dropped and listed in
-    ``Batch.skipped``; feed those to a :class:`SkipCounter`.
+    ``Batch.skipped``; feed those to a :class:`SkipCounter`. ``nice``: workers run at the lowest CPU
+    priority (for CPU runs, whose compute shares the cores with them).
     """
     if workers < 0:
         raise DataError(f"data.workers must be at least 0, got {workers} (--set data.workers=0).")
@@ -248,7 +251,18 @@ def make_loader(
         persistent_workers=workers > 0,
         pin_memory=pin_memory,
         generator=generator,  # worker seeds from here, not from the global RNG
+        worker_init_fn=_yield_to_compute if workers > 0 and nice else None,
     )
+
+
+def _yield_to_compute(worker_id: int) -> None:
+    """A loader worker of a CPU run at the lowest priority: torch's threads compute on the same cores, and a
+    worker at their priority preempts them (measured on 2 cores, 2 threads, quickstart batches: compute
+    49.1 s with the worker at equal priority, 43.9 s niced, 41.1 s with no worker; the bare step 41.8 s)."""
+    import os
+
+    with contextlib.suppress(OSError):
+        os.nice(19)
 
 
 # --------------------------------------------------------------------------- streaming sources
