@@ -131,6 +131,13 @@ def bench(preset: str, threads: int, steps: int, reps: int, batch_size: int | No
     arm = tuple(ctx.module_names)
     s_paths, t_paths = ctx.objective.student_paths(arm), ctx.objective.teacher_paths(arm)
     bare_s, engine_s, runs = [], [], []
+    # warm-up, not timed: the allocator, the kernels' first calls and the caches (the first loop of a process
+    # ran 10 % slower than the second, whichever it was)
+    warm_s, warm_p = copy.deepcopy(ctx.student_model), copy.deepcopy(ctx.projections)
+    timed_loop(bare_stepper(ctx, warm_s, warm_p), batches[:10])
+    del warm_s, warm_p
+    warm_sums: dict[str, torch.Tensor] = {}
+    timed_loop(lambda b: engine.train_step(ctx, b, arm, s_paths, t_paths, warm_sums), batches[:10])
     for rep in range(reps):
         # bare: fresh copies of the run's initial student and projections
         student, proj = copy.deepcopy(ctx.student_model), copy.deepcopy(ctx.projections)
