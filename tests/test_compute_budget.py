@@ -210,3 +210,12 @@ def test_report_and_compare_show_compute(tmp_path: Path) -> None:
     assert "Probe loss against training compute" in run_html and "Wall time per episode" in run_html
     res = runner.invoke(app, ["compare", "--preset", "smoke", "--budget", "hours", "--out", str(tmp_path / "d")])
     assert res.exit_code == 2 and "--budget must be steps or flops" in res.output
+
+
+def test_embedding_kd_weight_of_module_local_steps_is_a_family_option(tmp_path: Path) -> None:
+    ctx = built("train.forward=arm", "family.embedding_kd_weight=0", out=tmp_path / "o")
+    arm = ("vision",)
+    terms = engine.step_terms(ctx, ctx.probe_batches[0].inputs, arm, ctx.plans[arm], ctx.objective.student_paths(arm),
+                              ctx.objective.teacher_paths(arm))
+    assert terms["kd"].item() == 0.0 and not [k for k in terms if k.startswith("kd/")]  # weight 0: no cosine term
+    assert terms["layerwise"].item() > 0

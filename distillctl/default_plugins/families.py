@@ -7,11 +7,13 @@ from typing import Any
 from distillctl.hookspecs import Register, hookimpl
 
 
-def coca(caption_weight: float = 2.0, clip_weight: float = 1.0, contrastive_kd_weight: float = 1.0) -> Any:
+def coca(caption_weight: float = 2.0, clip_weight: float = 1.0, contrastive_kd_weight: float = 1.0,
+         embedding_kd_weight: float = 1.0) -> Any:
     """open_clip CoCa: contrastive + captioning task loss; caption-logit and similarity-matrix KD."""
     from distillctl.coca.family import CocaFamily
 
-    return CocaFamily(caption_weight=caption_weight, clip_weight=clip_weight, contrastive_kd_weight=contrastive_kd_weight)
+    return CocaFamily(caption_weight=caption_weight, clip_weight=clip_weight, contrastive_kd_weight=contrastive_kd_weight,
+                      embedding_kd_weight=embedding_kd_weight)
 
 
 def clip(contrastive_kd_weight: float = 1.0, embedding_kd_weight: float = 1.0) -> Any:
