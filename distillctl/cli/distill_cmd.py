@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
         arms: Annotated[str | None, typer.Option(help="Arm set: single | combinations | all.")] = None,
         data: Annotated[str | None, typer.Option(help="Data source: shapes, csv, coco, folder, ...")] = None,
         episodes: Annotated[int | None, typer.Option(help="Number of episodes.")] = None,
-        steps: Annotated[int | None, typer.Option(help="Total optimizer steps (sets episodes = ceil(steps / episode-steps)).")] = None,
+        steps: Annotated[int | None, typer.Option(help="Total optimizer steps (sets episodes = ceil(steps / episode-steps)); with train.budget = flops (the quickstart preset), the compute of that many full all-module steps.")] = None,
         episode_steps: Annotated[int | None, typer.Option(help="Optimizer steps per episode (T).")] = None,
         batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
         lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW).")] = None,
