@@ -10,53 +10,15 @@ installed there (CI installs the first-party plugins) cannot hide or shadow the 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-import sysconfig
 from pathlib import Path
 from typing import Any
 
 import pytest
+from venvs import make_venv, pip_install, run  # the one fresh-venv helper of the install tests
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "plugins" / "distillctl-example"
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISTILLCTL_", "PIP_", "VIRTUAL_ENV", "PYTHONPATH"))}
-    env.update(HF_HUB_OFFLINE="1", PIP_DISABLE_PIP_VERSION_CHECK="1", **extra)
-    return env
-
-
-def run(cmd: list[str], timeout: int = 300, **env: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(**env), timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def make_venv(root: Path, hide: tuple[str, ...] = ()) -> Path:
-    """A fresh venv that sees this environment's site-packages, minus entries whose name starts with ``hide``."""
-    venv = root / "venv"
-    run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
-    py = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    purelib = Path(run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
-    lines = []
-    for i, parent in enumerate(dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])):
-        farm = root / f"parent-{i}"
-        farm.mkdir()
-        for entry in Path(parent).iterdir():  # every package of the parent env, except the hidden ones
-            low = entry.name.lower().replace("-", "_")
-            if not any(low.startswith(h) or low.startswith(f"__editable__.{h}") for h in hide):
-                (farm / entry.name).symlink_to(entry)
-        lines.append(f"import site; site.addsitedir({str(farm)!r})")
-    (purelib / "_distillctl_parent_env.pth").write_text("\n".join(lines) + "\n")
-    return py
-
-
-def pip_install(py: Path, src: Path) -> None:
-    run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--no-build-isolation", str(src)])
 
 
 def plugins_json(py: Path) -> dict[str, Any]:
