@@ -371,6 +371,23 @@ def old_evaluate_signature(entry: Any, evaluate: Any, *, name: str | None = None
                 "dataset, device and samples in ctx; see the CHANGELOG's \"Breaking (plugin API)\"): upgrade the plugin.")
 
 
+def options_tables(prefix: str, registry: Any, tables: dict[str, Any] | None) -> list[str]:
+    """``{component: {option: value}}`` tables (``eval.options``, ``train.report_options``): every name registered,
+    every table a table, every option checked by :func:`option_problems` (unknown, wrong type, required)."""
+    problems: list[str] = []
+    for name, opts in (tables or {}).items():
+        try:
+            entry = registry.get(str(name))
+        except (UnknownComponentError, DuplicateComponentError) as exc:
+            problems.append(f"{prefix}.{name}: {exc}")
+            continue
+        if not isinstance(opts, dict):
+            problems.append(f"{prefix}.{name}: expected a table of options, got {type(opts).__name__}")
+            continue
+        problems.extend(option_problems(f"{prefix}.{name}", entry, opts, {"variant"}))
+    return problems
+
+
 def check_evaluators(ev: dict[str, Any], evaluators: Any) -> list[str]:
     """``eval.evaluators`` names and ``eval.options`` tables against the evaluator registry."""
     problems: list[str] = []
@@ -385,16 +402,7 @@ def check_evaluators(ev: dict[str, Any], evaluators: Any) -> list[str]:
         refusal = old_evaluate_signature(entry, evaluate, name=str(name), bound=False) if callable(evaluate) else None
         if refusal is not None:  # a class factory: its evaluate's signature is known before anything is built
             problems.append(f"eval.evaluators[{i}]: {refusal}")
-    for name, opts in (ev.get("options") or {}).items():
-        try:
-            entry = evaluators.get(str(name))
-        except (UnknownComponentError, DuplicateComponentError) as exc:
-            problems.append(f"eval.options.{name}: {exc}")
-            continue
-        if not isinstance(opts, dict):
-            problems.append(f"eval.options.{name}: expected a table of options, got {type(opts).__name__}")
-            continue
-        problems.extend(option_problems(f"eval.options.{name}", entry, opts, {"variant"}))
+    problems.extend(options_tables("eval.options", evaluators, ev.get("options")))
     for name in names if isinstance(names, list) else []:  # required options of every evaluator run
         try:
             entry = evaluators.get(str(name))
@@ -417,20 +425,7 @@ def check_trackers(train: dict[str, Any], trackers: Any) -> list[str]:
             trackers.get(str(name))
         except (UnknownComponentError, DuplicateComponentError) as exc:
             problems.append(f"train.report_to[{i}]: {exc}")
-    for name, opts in (train.get("report_options") or {}).items():
-        try:
-            entry = trackers.get(str(name))
-        except (UnknownComponentError, DuplicateComponentError) as exc:
-            problems.append(f"train.report_options.{name}: {exc}")
-            continue
-        if not isinstance(opts, dict):
-            problems.append(f"train.report_options.{name}: expected a table of options, got {type(opts).__name__}")
-            continue
-        valid = entry.options()
-        for k in opts:
-            if valid is not None and k not in valid:
-                problems.append(f"train.report_options.{name}.{k}: unknown option for tracker {entry.name!r} "
-                                f"(valid: {', '.join(sorted(valid)) or 'none'})")
+    problems.extend(options_tables("train.report_options", trackers, train.get("report_options")))
     return problems
 
 
