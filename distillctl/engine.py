@@ -659,10 +659,15 @@ def step_plans(ctx: RunContext) -> dict[tuple[str, ...], Any]:
     return {arm: plan_of(tuple(arm)) for arm in ctx.arms}
 
 
+def _batch_size(inputs: dict[str, Any]) -> int | None:
+    """The batch size of a family's inputs: the first dimension of the first batched tensor."""
+    return next((int(v.shape[0]) for v in inputs.values() if isinstance(v, torch.Tensor) and v.ndim), None)
+
+
 def _take(inputs: dict[str, Any], n: int) -> dict[str, Any]:
     """The first ``n`` samples of a batch of inputs: tensors whose first dimension is the batch, and lists or
     tuples of one entry per sample (e.g. a classifier family's label strings)."""
-    size = next((v.shape[0] for v in inputs.values() if isinstance(v, torch.Tensor) and v.ndim), n)
+    size = _batch_size(inputs) or n
 
     def take(v: Any) -> Any:
         if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == size:
@@ -688,9 +693,8 @@ def count_flops(ctx: RunContext) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
     first = _probe_on(ctx, ctx.probe_batches[0])
-    n = 2
+    n = min(2, _batch_size(first.inputs) or 2)  # counted on 2 samples, scaled to the batch
     inputs = _take(first.inputs, n)
-    n = next((v.shape[0] for v in inputs.values() if isinstance(v, torch.Tensor) and v.ndim), n)
     world, train = ctx.dist.world_size, ctx.train
     buffers = {k: v.detach().clone() for k, v in ctx.student_model.named_buffers()}
     all_modules = tuple(ctx.module_names)
