@@ -488,7 +488,9 @@ def _probe_keys(ctx: RunContext) -> list[str]:
 
 
 def reward_value(ctx: RunContext, terms: dict[str, float]) -> float:
-    return terms[ctx.cfg["loss"]["reward_loss"]]  # "total" | "layerwise" | "task"
+    from distillctl.config import reward_loss
+
+    return terms[reward_loss(ctx.cfg)]  # "total" | "layerwise" | "task"
 
 
 def restore_or_start(ctx: RunContext) -> None:

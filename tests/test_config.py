@@ -286,3 +286,15 @@ def test_preflight_crash_is_one_line_naming_the_plugin(use_plugins: Any, plugin:
         "teacher 'pf' from plugin distillctl-pf 0.2 failed in preflight: RuntimeError: cache unreadable "
         "(DISTILLCTL_DEBUG=1 shows the traceback.)"
     )
+
+
+@pytest.mark.parametrize(("forward", "asked", "used"), [("arm", "auto", "total"), ("full", "auto", "layerwise"),
+                                                        ("arm", "layerwise", "layerwise"), ("full", "task", "task")])
+def test_reward_loss_auto_follows_the_step(forward: str, asked: str, used: str) -> None:
+    """``auto`` rewards the total probe loss with module-local steps (only full steps train the task and KD
+    terms) and the layerwise one with full steps; the validated config (report.json, run.toml) names it."""
+    cfg = config.validate({"teacher": {"name": "quickstart"}, "train": {"forward": forward}, "loss": {"reward_loss": asked}},
+                          check_components=False)
+    assert cfg["loss"]["reward_loss"] == used
+    assert config.reward_loss({"loss": {"reward_loss": asked}, "train": {"forward": forward}}) == used
+    assert config.validate({"teacher": {"name": "quickstart"}}, check_components=False)["loss"]["reward_loss"] == "layerwise"

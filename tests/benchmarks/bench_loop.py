@@ -166,7 +166,11 @@ def bench(preset: str, threads: int, steps: int, reps: int, batch_size: int | No
         "compute_efficiency": round(bare / eng, 3),
         "run": {"compute_s": t["compute_s"], "data_s": t["data_s"], "probe_s": t["probe_s"], "train_s": t["train_s"],
                 "compute_efficiency": round(bare / t["compute_s"], 3),
-                "efficiency_with_data_and_probe": round(bare / t["train_s"], 3)},
+                "efficiency_with_data_and_probe": round(bare / t["train_s"], 3),
+                # what the bare step does not do at all: a batch drawn between steps, a probe after each episode
+                "data_ms_per_batch": round(1000 * t["data_s"] / steps, 1),
+                "probe_ms_per_episode": round(1000 * t["probe_s"] / max(len(best["episodes"]), 1), 1),
+                "data_share": round(t["data_s"] / t["train_s"], 3), "probe_share": round(t["probe_s"] / t["train_s"], 3)},
         "run_ms_per_step_by_episode": per_episode,
         "all_reps": {"bare_s": [round(x, 2) for x in bare_s], "engine_s": [round(x, 2) for x in engine_s],
                      "run_train_s": [r["timings"]["train_s"] for r in runs]},
@@ -176,7 +180,8 @@ def bench(preset: str, threads: int, steps: int, reps: int, batch_size: int | No
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="quickstart")
-    ap.add_argument("--steps", type=int, default=150, help="a whole quickstart run: 15 episodes x 10 steps")
+    ap.add_argument("--steps", type=int, default=150, help="a whole v0.1 quickstart run: 150 full steps (episodes of the "
+                                                          "preset's episode_steps)")
     ap.add_argument("--threads", default=f"1,{os.cpu_count()}", help="comma-separated torch thread counts")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
