@@ -36,12 +36,13 @@ POLICIES = "optima,optima@combinations,uniform,fixed-order,fixed-order@all"
 # every preset on the same budget: what 150 full all-module steps cost (quickstart itself now runs 18 x 5)
 EXTRA = {"quickstart": ["train.episodes=15", "train.episode_steps=10"]}
 EXE = Path(sys.executable).with_name("distillctl")
+LAYERWISE = "-layerwise"  # the folder (beside the preset's) and row of optima rewarded on the layerwise probe loss
 
 
-def run_compare(preset: str, out: Path, seeds: str) -> None:
-    cmd = [str(EXE), "compare", "--preset", preset, "--policies", POLICIES, "--seeds", seeds, "--budget", "flops",
+def run_compare(preset: str, out: Path, seeds: str, policies: str = POLICIES, extra: tuple[str, ...] = ()) -> None:
+    cmd = [str(EXE), "compare", "--preset", preset, "--policies", policies, "--seeds", seeds, "--budget", "flops",
            "--set", "train.forward=arm", "--set", "train.threads=1", "--set", "eval.teacher=false",
-           *(x for kv in EXTRA.get(preset, []) for x in ("--set", kv)),
+           *(x for kv in [*EXTRA.get(preset, []), *extra] for x in ("--set", kv)),
            "--out", str(out), "--overwrite", "--quiet"]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
@@ -51,6 +52,8 @@ def reports(folder: Path) -> dict[str, list[dict]]:
     runs: dict[str, list[dict]] = {}
     for path in sorted(folder.glob("*/seed*/report.json")):
         runs.setdefault(path.parent.parent.name, []).append(json.loads(path.read_text()))
+    for path in sorted(folder.with_name(folder.name + LAYERWISE).glob("optima/seed*/report.json")):
+        runs.setdefault("optima" + LAYERWISE, []).append(json.loads(path.read_text()))
     return runs
 
 
@@ -75,7 +78,7 @@ def table(preset: str, runs: dict[str, list[dict]]) -> str:
     budget = next(iter(runs.values()))[0]["compute"]["budget_flops"]
     lines = [f"| {preset} | final probe loss | compute to LWD's {target:.3f} | i2t R@1 | token acc | steps | pulls |",
              "|---|---|---|---|---|---|---|"]
-    for label in ("optima", "optima-combinations", "uniform", "fixed-order", "fixed-order-all"):
+    for label in ("optima", "optima" + LAYERWISE, "optima-combinations", "uniform", "fixed-order", "fixed-order-all"):
         reps = runs.get(label)
         if not reps:
             continue
@@ -84,7 +87,8 @@ def table(preset: str, runs: dict[str, list[dict]]) -> str:
         for r in reps:
             for a in r["arms"]:
                 pulls[a["arm"]] = pulls.get(a["arm"], 0) + a["pulls"]
-        name = "**fixed-order@all** (LWD)" if label == "fixed-order-all" else label.replace("-combinations", "@combinations")
+        name = {"fixed-order-all": "**fixed-order@all** (LWD)", "optima": "**optima** (reward: total probe loss, the default)",
+                "optima" + LAYERWISE: "optima, `reward_loss=layerwise` (0.2.0's default)"}.get(label, label.replace("-combinations", "@combinations"))
         ev = [r["eval"]["student"] for r in reps if r.get("eval", {}).get("student")]
         lines.append(
             f"| {name} | {ms([r['final_probe']['total'] for r in reps])} | "
@@ -110,6 +114,8 @@ def main() -> int:
         folder = args.out / preset
         if not args.read:
             run_compare(preset, folder, args.seeds)
+            # 0.2.0's reward, for the row beside the default (loss.reward_loss = auto: total with module-local steps)
+            run_compare(preset, folder.with_name(folder.name + LAYERWISE), args.seeds, "optima", ("loss.reward_loss=layerwise",))
         print(table(preset, reports(folder)), flush=True)
         print()
     return 0
