@@ -33,12 +33,14 @@ from pathlib import Path
 import torch
 
 
-def config(preset: str, batch_size: int | None, steps: int, threads: int) -> dict:
+def config(preset: str, batch_size: int | None, steps: int, threads: int, episode_steps: int | None = None) -> dict:
     from distillctl.cli.distill_cmd import build_config
 
     sets = ["policy.name=fixed-order", "policy.arms=all", "eval.evaluators=[]", f"train.threads={threads}"]
     if batch_size:
         sets.append(f"train.batch_size={batch_size}")
+    if episode_steps:
+        sets.append(f"train.episode_steps={episode_steps}")
     cfg, _ = build_config(preset, {"train": {"device": "cpu"}}, sets)
     cfg["train"]["episodes"] = max(1, steps // cfg["train"]["episode_steps"])
     return cfg
@@ -117,11 +119,11 @@ def timed_loop(fn, batches) -> float:
     return time.perf_counter() - t0
 
 
-def bench(preset: str, threads: int, steps: int, reps: int, batch_size: int | None) -> dict:
+def bench(preset: str, threads: int, steps: int, reps: int, batch_size: int | None, episode_steps: int | None = None) -> dict:
     from distillctl import engine
 
     torch.set_num_threads(threads)
-    cfg = config(preset, batch_size, steps, threads)
+    cfg = config(preset, batch_size, steps, threads, episode_steps)
     ctx = build(cfg)
     it = engine.make_batches(ctx)
     batches = [next(it) for _ in range(steps)]
@@ -185,12 +187,14 @@ def main() -> int:
     ap.add_argument("--threads", default=f"1,{os.cpu_count()}", help="comma-separated torch thread counts")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
+    ap.add_argument("--episode-steps", type=int, default=None,
+                    help="steps per episode, so one probe per this many steps (default: the preset's; v0.1's quickstart: 10)")
     args = ap.parse_args()
     from distillctl.plugins import get_plugins
 
     get_plugins()
     for threads in dict.fromkeys(int(t) for t in args.threads.split(",")):
-        print(json.dumps(bench(args.preset, threads, args.steps, args.reps, args.batch_size)), flush=True)
+        print(json.dumps(bench(args.preset, threads, args.steps, args.reps, args.batch_size, args.episode_steps)), flush=True)
     return 0
 
 
