@@ -165,6 +165,10 @@ def test_a_flops_budget_ends_when_spent_and_buys_more_module_local_steps(tmp_pat
         assert e["flops"] >= 2 * c["full_step_flops"]
     # the learning rate follows the compute spent: the cosine reaches its floor at the end
     assert local["episodes"][-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+    # loss.reward_loss = auto: module-local steps are rewarded on the total probe loss, full steps on the layerwise one
+    assert local["config"]["loss"]["reward_loss"] == "total" and lwd["config"]["loss"]["reward_loss"] == "layerwise"
+    for report, key in ((local, "total"), (lwd, "layerwise")):
+        assert [e["probe_loss"] for e in report["episodes"]] == [e["probe"][key] for e in report["episodes"]]
 
 
 def test_a_flops_budget_run_resumes_bit_exactly(tmp_path: Path) -> None:
