@@ -112,12 +112,6 @@ def draw_shape(draw: ImageDraw.ImageDraw, shape: str, x: float, y: float, r: flo
         draw.polygon(_polygon(shape, x, y, r), fill=fill)
 
 
-def _pick(rng: np.random.Generator, n: int) -> int:
-    """``rng.choice(seq)`` for a sequence of length ``n``, without its per-call array overhead
-    (same draw: ``Generator.choice`` of a uniform population is ``integers(0, n)``)."""
-    return int(rng.integers(0, n))
-
-
 def _group_palette(seed: int, split_code: int, group: int) -> tuple[list[str], list[str]]:
     rng = np.random.default_rng([seed, split_code, group, 7919])
     colours = list(rng.choice(list(COLOURS), size=2, replace=False))
