@@ -62,5 +62,11 @@ def test_full_quickstart_run_lowers_its_probe_loss(tmp_path: Path) -> None:
     report = engine.run(cfg, tmp_path / "qs")
     c = report["compute"]  # the preset's budget: what episodes x episode_steps full steps cost, all spent
     assert c["spent_flops"] >= c["budget_flops"] == cfg["train"]["episodes"] * cfg["train"]["episode_steps"] * c["full_step_flops"]
-    assert report["final_probe"]["total"] < report["initial_probe"]["total"]
-    assert all(e["probe_loss"] < report["initial_probe"]["total"] for e in report["episodes"])
+    assert report["final_probe"]["total"] < report["initial_probe"]["total"] / 10
+    # like with like: every episode lowers the layerwise probe loss below where it started. (The total may rise
+    # after a first module-local vision episode: the image tower moves while the text tower does not, so the
+    # contrastive terms get worse before a full step realigns them; measured 55.1 -> 57.8 -> 9.9.)
+    start = report["initial_probe"]["layerwise"]
+    assert all(e["probe"]["layerwise"] < start for e in report["episodes"])
+    assert report["config"]["loss"]["reward_loss"] == "total"  # module-local steps: rewards on the total probe loss
+    assert [e["probe_loss"] for e in report["episodes"]] == [e["probe"]["total"] for e in report["episodes"]]
