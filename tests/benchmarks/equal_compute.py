@@ -97,9 +97,10 @@ def table(preset: str, runs: dict[str, list[dict]]) -> str:
             f"{', '.join(f'{a} {n}' for a, n in pulls.items())} |")
     unbiased = [r for label in ("uniform", "fixed-order") for r in runs.get(label, [])]  # arms not chosen by reward
     value, n = snr(unbiased, "layerwise")
+    total, _ = snr(unbiased, "total")
     lines.append("")
-    lines.append(f"Per-arm reward SNR (uniform and fixed-order runs, {n} episodes, layerwise probe loss): {value:.2f}; budget "
-                 f"{budget / 1e12:.2f} TFLOP of training per run.")
+    lines.append(f"Per-arm reward SNR (uniform and fixed-order runs, {n} episodes): layerwise probe loss {value:.2f}, "
+                 f"total {total:.2f}; budget {budget / 1e12:.2f} TFLOP of training per run.")
     return "\n".join(lines)
 
 
