@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from distillctl import __version__, checkpoint, distributed
-from distillctl.config import component_options, dumps_toml, preflight_teacher
+from distillctl.config import component_options, dumps_toml, preflight_teacher, reward_loss
 from distillctl.data.loader import (
     BatchSampler,
     RankSlice,
@@ -488,9 +488,7 @@ def _probe_keys(ctx: RunContext) -> list[str]:
 
 
 def reward_value(ctx: RunContext, terms: dict[str, float]) -> float:
-    from distillctl.config import reward_loss
-
-    return terms[reward_loss(ctx.cfg)]  # "total" | "layerwise" | "task"
+    return terms[reward_loss(ctx.cfg)]  # "total" | "layerwise" | "task"; "auto" resolved as validate() does
 
 
 def restore_or_start(ctx: RunContext) -> None:

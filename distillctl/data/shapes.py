@@ -122,7 +122,8 @@ def _group_palette(seed: int, split_code: int, group: int) -> tuple[list[str], l
 # ``rng.choice([1, 2, 3], p=N_OBJECTS_P)`` without its per-call checks: numpy draws one double and takes the
 # first cumulative probability above it (``searchsorted(side="right")`` on the same normalised cumsum)
 N_OBJECTS, N_OBJECTS_P = (1, 2, 3), (0.2, 0.4, 0.4)
-_N_CDF = (lambda c: (c / c[-1]).tolist())(np.cumsum(N_OBJECTS_P))
+_N_CUM = np.cumsum(N_OBJECTS_P)
+_N_CDF = (_N_CUM / _N_CUM[-1]).tolist()
 
 
 def generate(seed: int, split: str, index: int, image_size: int = 64) -> tuple[Image.Image, list[Obj]]:

@@ -6,9 +6,6 @@ Factories take explicit keyword options (config validation reads them); the engi
 
 from __future__ import annotations
 
-import inspect
-import typing
-from collections.abc import Callable
 from typing import Any
 
 from distillctl.errors import DataError
@@ -28,61 +25,51 @@ def shapes(*, split: str = "train", image_size: int = 64, seed: int = 0, length:
     return ShapesDataset(split=split, image_size=image_size, seed=seed, length=length or None)
 
 
-def split_by_position(factory: Callable[..., Any]) -> Callable[..., Any]:
-    """A factory of a source without splits of its own, with the options ``val_fraction`` and
-    ``test_fraction`` (0.05 each) added: they and ``split`` reach ``factory`` as one
-    :class:`distillctl.data.files.Split` (the last 5 % of the items in file order is ``test``, the 5 %
-    before it ``val``). One definition for the ``csv``, ``coco`` and ``folder`` sources; the options are
-    real keyword parameters of the returned factory, so config validation sees and checks them."""
-    params = list(inspect.signature(factory).parameters.values())
-    fractions = [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=0.05, annotation=float)
-                 for key in ("val_fraction", "test_fraction")]
+def _split(split: str, val_fraction: float, test_fraction: float) -> Any:
+    """The part of a source without splits of its own (csv, coco, folder) as one
+    :class:`distillctl.data.files.Split`: the last ``test_fraction`` of the items in file order is ``test``,
+    the ``val_fraction`` before it ``val``. Bad fractions fail here, before any file is read."""
+    from distillctl.data.files import Split
 
-    def source(*, split: str = "train", val_fraction: float = 0.05, test_fraction: float = 0.05, **options: Any) -> Any:
-        from distillctl.data.files import Split
-
-        return factory(split=Split(split, val_fraction, test_fraction), **options)
-
-    source.__signature__ = inspect.Signature([*params, *fractions])  # type: ignore[attr-defined]
-    source.__annotations__ = {**typing.get_type_hints(factory), "val_fraction": float, "test_fraction": float}
-    source.__annotations__["split"] = str
-    for attr in ("__name__", "__qualname__", "__doc__", "__module__"):
-        setattr(source, attr, getattr(factory, attr))
-    return source
+    return Split(split, val_fraction, test_fraction)
 
 
-@split_by_position
 def csv(
     *,
-    split: Any = "train",
+    split: str = "train",
     path: str | None = None,
     image_column: str = "filepath",
     caption_column: str = "title",
     label_column: str | None = None,
     separator: str = "auto",
+    val_fraction: float = 0.05,
+    test_fraction: float = 0.05,
 ) -> Any:
     """CSV or TSV of image paths and captions (open_clip layout: filepath, title; relative paths)."""
     from distillctl.data.files import CsvDataset
 
+    part = _split(split, val_fraction, test_fraction)
     return CsvDataset(_required(path, "path", "csv", "FILE"), image_column=image_column, caption_column=caption_column,
-                      label_column=label_column, separator=separator, split=split)
+                      label_column=label_column, separator=separator, split=part)
 
 
-@split_by_position
-def coco(*, split: Any = "train", path: str | None = None, images: str | None = None) -> Any:
+def coco(*, split: str = "train", path: str | None = None, images: str | None = None, val_fraction: float = 0.05,
+         test_fraction: float = 0.05) -> Any:
     """COCO captions file (captions_*.json); every caption of an image is kept for evaluation."""
     from distillctl.data.files import CocoDataset
 
-    return CocoDataset(_required(path, "path", "coco", "captions_val2017.json"), images=images, split=split)
+    part = _split(split, val_fraction, test_fraction)
+    return CocoDataset(_required(path, "path", "coco", "captions_val2017.json"), images=images, split=part)
 
 
-@split_by_position
-def folder(*, split: Any = "train", path: str | None = None, recursive: bool = True, captions: str = "txt") -> Any:
+def folder(*, split: str = "train", path: str | None = None, recursive: bool = True, captions: str = "txt",
+           val_fraction: float = 0.05, test_fraction: float = 0.05) -> Any:
     """Folder of images with same-name .txt captions; subfolder names become labels (captions=label: an
     ImageFolder of classes, for zero-shot)."""
     from distillctl.data.files import FolderDataset
 
-    return FolderDataset(_required(path, "path", "folder", "DIR"), split=split, recursive=recursive, captions=captions)
+    part = _split(split, val_fraction, test_fraction)
+    return FolderDataset(_required(path, "path", "folder", "DIR"), split=part, recursive=recursive, captions=captions)
 
 
 def karpathy(*, split: str = "test", path: str | None = None, images: str | None = None) -> Any:
